@@ -1,0 +1,13 @@
+"""Satchel: experiment tracking and artifacts whose files stay in your own bucket.
+
+The public SDK surface is listed in ``__all__`` (a test pins it).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from satchel.errors import SatchelError
+from satchel.sdk.client import Client, login
+
+__all__ = ["Client", "SatchelError", "__version__", "login"]

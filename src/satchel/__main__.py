@@ -1,0 +1,5 @@
+import sys
+
+from satchel.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``satchel`` command line: thin commands over the SDK client or services."""

@@ -1,0 +1,56 @@
+"""Entry point of the ``satchel`` command. User mistakes print one line, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from satchel.cli import admin, auth, db, projects, server, teams
+from satchel.cli.output import err_console, error_line
+from satchel.errors import ConfigError, SatchelError
+
+app = typer.Typer(
+    name="satchel",
+    help="Satchel: experiment tracking and artifacts whose files stay in your own bucket.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("server")(server.serve)
+app.command("login")(auth.login)
+app.command("whoami")(auth.whoami)
+app.add_typer(auth.keys_app, name="api-key")
+app.add_typer(teams.app, name="team")
+app.add_typer(projects.app, name="project")
+app.add_typer(admin.app, name="admin")
+app.add_typer(db.app, name="db")
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="satchel", standalone_mode=False)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err_console.print(f"ConfigError: {problem}", markup=False, highlight=False)
+        return 2
+    except SatchelError as exc:
+        err_console.print(error_line(exc), markup=False, highlight=False)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("Aborted.")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

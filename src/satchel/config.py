@@ -1,0 +1,230 @@
+"""Configuration: the only module that reads the environment.
+
+``Settings`` configures the server (env prefix ``SATCHEL_``), ``ClientSettings`` the SDK and
+CLI (``SATCHEL_HOST``, ``SATCHEL_API_KEY``, plus the user config file written by
+``satchel login``). Both are built once and passed down; nothing else looks at ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from satchel.errors import ConfigError
+
+
+class Deployment(StrEnum):
+    SELF_MANAGED = "self-managed"
+    DEDICATED = "dedicated"
+    MULTI_TENANT = "multi-tenant"
+
+
+def default_home() -> Path:
+    return Path("~/.satchel").expanduser()
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field is documented in docs/settings.md (a test keeps it complete)."""
+
+    model_config = SettingsConfigDict(env_prefix="SATCHEL_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Data directory: SQLite database, local bucket, secret key.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
+        "Default: SQLite (WAL) at HOME/satchel.db.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port the server binds to.")
+    base_url: str | None = Field(
+        default=None,
+        description="Public URL of the server (used in local-bucket presigned URLs and as the "
+        "CORS origin). Default: http://HOST:PORT.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key for URL signing, sessions and encrypting secrets at rest. "
+        "Default: generated once into HOME/secret_key (mode 0600).",
+    )
+    storage: str | None = Field(
+        default=None,
+        description="Instance bucket address used until an admin sets one. "
+        "Default: file://HOME/bucket (the embedded local bucket).",
+    )
+    supported_file_stores: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "SATCHEL_SUPPORTED_FILE_STORES", "GORILLA_SUPPORTED_FILE_STORES"
+        ),
+        description="Comma-separated allow-list of bucket addresses teams may use "
+        "(GORILLA_SUPPORTED_FILE_STORES is accepted as an alias).",
+    )
+    deployment: Deployment = Field(
+        default=Deployment.SELF_MANAGED, description="self-managed, dedicated or multi-tenant."
+    )
+    bucket_access_identity: str | None = Field(
+        default=None, description="Principal that must be granted on customer buckets."
+    )
+    admin_username: str = Field(default="admin", description="Name of the first admin user.")
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Seed the first admin's password non-interactively (not printed).",
+    )
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Seed the first admin's API key non-interactively (not printed). "
+        "Must look like sk_<8 chars>_<at least 32 chars>.",
+    )
+    presign_expiry_seconds: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned URLs."
+    )
+    session_max_age_seconds: int = Field(
+        default=14 * 24 * 3600, ge=60, description="Lifetime of a web session cookie."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    workers: int = Field(default=1, ge=1, le=64, description="Uvicorn worker processes.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, e.g. https://satchel.example.com")
+        return v.rstrip("/")
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr | None) -> SecretStr | None:
+        from satchel.auth.tokens import looks_like_api_key
+
+        if v is not None and not looks_like_api_key(v.get_secret_value()):
+            raise ValueError("expected sk_<8 letters/digits>_<32+ letters/digits>")
+        return v
+
+    # ----- derived values (never read the environment) -----
+
+    @property
+    def public_url(self) -> str:
+        return self.base_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'satchel.db'}"
+
+    @property
+    def default_storage_address(self) -> str:
+        return self.storage or f"file://{(self.home / 'bucket').resolve()}"
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    def resolved_secret_key(self) -> bytes:
+        """The instance secret; generated on first use into HOME/secret_key with mode 0600."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.home / "secret_key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+def _format_validation_error(exc: ValidationError, prefix: str) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "?"
+        name = f"{prefix}{loc.upper()}"
+        msg = err["msg"].removeprefix("Value error, ")
+        # Never echo the offending value: it may be a secret.
+        problems.append(f"{name}: {msg}")
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment plus overrides; one line per problem on failure."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, "SATCHEL_")) from None
+
+
+# ---------------------------------------------------------------- client side
+
+
+def user_config_path() -> Path:
+    """Where ``satchel login`` stores host and key (mode 0600)."""
+    base = os.environ.get("SATCHEL_CONFIG_DIR")
+    if base:
+        return Path(base) / "credentials.json"
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    root = Path(xdg) if xdg else Path("~/.config").expanduser()
+    return root / "satchel" / "credentials.json"
+
+
+class ClientSettings(BaseSettings):
+    """What the SDK and CLI need: server URL and API key.
+
+    Precedence: explicit arguments > environment (SATCHEL_HOST, SATCHEL_API_KEY) > the user
+    config file written by ``satchel login``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SATCHEL_", extra="ignore")
+
+    host: str | None = None
+    api_key: SecretStr | None = None
+    timeout_seconds: float = 30.0
+
+    @classmethod
+    def load(cls, host: str | None = None, api_key: str | None = None) -> ClientSettings:
+        stored: dict[str, Any] = {}
+        path = user_config_path()
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, ValueError):
+                stored = {}
+        env = cls()
+        return cls(
+            host=host or env.host or stored.get("host") or "http://127.0.0.1:8080",
+            api_key=SecretStr(api_key)
+            if api_key
+            else env.api_key or (SecretStr(stored["api_key"]) if stored.get("api_key") else None),
+            timeout_seconds=env.timeout_seconds,
+        )
+
+
+def save_user_credentials(host: str, api_key: str) -> Path:
+    """Write the user config file with mode 0600 (created that way, never widened)."""
+    path = user_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"host": host, "api_key": api_key}, fh)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path

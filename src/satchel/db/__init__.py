@@ -1,0 +1,1 @@
+"""Metadata database: models (tables), session (engine + unit of work), migrations (Alembic)."""

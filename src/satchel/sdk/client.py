@@ -1,0 +1,156 @@
+"""HTTP client for the Satchel REST API.
+
+Errors come back as the same exception classes the server raised (rebuilt from the stable
+error code), so ``except TeamStorageImmutable`` works in user code and the CLI can print
+``TeamStorageImmutable: ...``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from satchel.config import ClientSettings, save_user_credentials
+from satchel.errors import InvalidInput, ServerUnreachable, error_from_payload
+
+API = "/api/v1"
+JSON = dict[str, Any]
+
+
+class Client:
+    def __init__(
+        self,
+        host: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        settings = ClientSettings.load(host=host, api_key=api_key)
+        assert settings.host is not None
+        if not settings.host.startswith(("http://", "https://")):
+            raise InvalidInput(
+                f"host must start with http:// or https:// (got {settings.host[:100]!r})"
+            )
+        self.host = settings.host.rstrip("/")
+        headers = {"User-Agent": "satchel-sdk"}
+        if settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        self._http = httpx.Client(
+            base_url=self.host, headers=headers, transport=transport,
+            timeout=timeout or settings.timeout_seconds,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(
+                f"cannot reach the Satchel server at {self.host} ({type(exc).__name__}); "
+                "check --host / SATCHEL_HOST and that the server is running"
+            ) from exc
+        if resp.status_code >= 400:
+            try:
+                payload = resp.json()
+            except ValueError:
+                payload = None
+            raise error_from_payload(resp.status_code, payload)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    # ----------------------------------------------------------------- identity
+
+    def me(self) -> JSON:
+        result: JSON = self.request("GET", f"{API}/me")
+        return result
+
+    def login_with_password(self, username: str, password: str, *, key_name: str = "cli") -> str:
+        """Exchange a password for a new API key."""
+        body = {"username": username, "password": password, "create_api_key": True,
+                "key_name": key_name}
+        key: str = self.request("POST", f"{API}/auth/login", json=body)["api_key"]
+        return key
+
+    def create_api_key(self, name: str = "") -> JSON:
+        result: JSON = self.request("POST", f"{API}/api-keys", json={"name": name})
+        return result
+
+    def api_keys(self) -> list[JSON]:
+        result: list[JSON] = self.request("GET", f"{API}/api-keys")
+        return result
+
+    def revoke_api_key(self, key_id: int) -> JSON:
+        result: JSON = self.request("DELETE", f"{API}/api-keys/{key_id}")
+        return result
+
+    def create_user(self, username: str, *, password: str | None = None, is_admin: bool = False,
+                    create_api_key: bool = False) -> JSON:
+        body: JSON = {"username": username, "is_admin": is_admin,
+                      "create_api_key": create_api_key}
+        if password is not None:
+            body["password"] = password
+        result: JSON = self.request("POST", f"{API}/users", json=body)
+        return result
+
+    # ----------------------------------------------------------------- teams & projects
+
+    def create_team(self, name: str) -> JSON:
+        result: JSON = self.request("POST", f"{API}/teams", json={"name": name})
+        return result
+
+    def teams(self) -> list[JSON]:
+        result: list[JSON] = self.request("GET", f"{API}/teams")
+        return result
+
+    def team(self, name: str) -> JSON:
+        result: JSON = self.request("GET", f"{API}/teams/{name}")
+        return result
+
+    def add_member(self, team: str, username: str, role: str = "member") -> JSON:
+        result: JSON = self.request(
+            "POST", f"{API}/teams/{team}/members", json={"username": username, "role": role}
+        )
+        return result
+
+    def remove_member(self, team: str, username: str) -> JSON:
+        result: JSON = self.request("DELETE", f"{API}/teams/{team}/members/{username}")
+        return result
+
+    def create_project(self, team: str, name: str, *, visibility: str = "instance",
+                       description: str = "") -> JSON:
+        result: JSON = self.request(
+            "POST", f"{API}/teams/{team}/projects",
+            json={"name": name, "visibility": visibility, "description": description},
+        )
+        return result
+
+    def projects(self, team: str | None = None) -> list[JSON]:
+        params = {"team": team} if team else None
+        result: list[JSON] = self.request("GET", f"{API}/projects", params=params)
+        return result
+
+    def project(self, team: str, name: str) -> JSON:
+        result: JSON = self.request("GET", f"{API}/teams/{team}/projects/{name}")
+        return result
+
+
+def login(host: str | None = None, key: str | None = None) -> Client:
+    """Check a key against the server and store host + key in the user config file (0600)."""
+    client = Client(host=host, api_key=key)
+    client.me()
+    settings = ClientSettings.load(host=host, api_key=key)
+    if settings.api_key is None:
+        raise InvalidInput("no API key given; pass key= or set SATCHEL_API_KEY")
+    save_user_credentials(client.host, settings.api_key.get_secret_value())
+    return client

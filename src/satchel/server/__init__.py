@@ -1,0 +1,1 @@
+"""HTTP server: create_app(settings) builds the FastAPI application."""

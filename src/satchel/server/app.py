@@ -1,0 +1,96 @@
+"""create_app(settings): the one place the server is assembled."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from satchel import __version__
+from satchel.config import Settings, load_settings
+from satchel.db.migrate import upgrade
+from satchel.db.session import Database
+from satchel.server.deps import AppContext
+from satchel.server.errors import install_error_handlers
+from satchel.server.middleware import RequestIdMiddleware
+from satchel.server.routes import auth, blob, health, projects, teams, users, web
+from satchel.services.users import Bootstrap, bootstrap_admin
+from satchel.storage.local import LocalStore
+from satchel.storage.registry import StoreContext, open_store
+from satchel.web import STATIC_DIR
+
+log = logging.getLogger("satchel.server")
+API_PREFIX = "/api/v1"
+
+
+def build_context(settings: Settings) -> AppContext:
+    """Open the database (migrated) and the instance's local bucket."""
+    db = Database(settings.sqlalchemy_url)
+    upgrade(db.engine)
+    secret = settings.resolved_secret_key()
+    ctx = AppContext(settings=settings, db=db, instance_secret=secret, local_stores={})
+    store = open_store(settings.default_storage_address, store_context(ctx))
+    if isinstance(store, LocalStore):
+        ctx.local_stores[store.store_id] = store
+    return ctx
+
+
+def store_context(ctx: AppContext) -> StoreContext:
+    return StoreContext(public_url=ctx.settings.public_url, instance_secret=ctx.instance_secret)
+
+
+def run_bootstrap(ctx: AppContext) -> Bootstrap | None:
+    s = ctx.settings
+    with ctx.db.session() as session:
+        return bootstrap_admin(
+            session,
+            username=s.admin_username,
+            password=s.admin_password.get_secret_value() if s.admin_password else None,
+            api_key=s.admin_api_key.get_secret_value() if s.admin_api_key else None,
+        )
+
+
+def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    ctx = context or build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.db.dispose()
+
+    app = FastAPI(
+        title="Satchel",
+        version=__version__,
+        description="Experiment tracking and artifacts whose files stay in your own bucket.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        responses={
+            400: {"model": _error_model(), "description": "Invalid input"},
+            401: {"model": _error_model(), "description": "Not authenticated"},
+            403: {"model": _error_model(), "description": "Permission denied"},
+            404: {"model": _error_model(), "description": "Not found"},
+            422: {"model": _error_model(), "description": "Validation failed"},
+        },
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    for module in (auth, users, teams, projects):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(blob.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _error_model() -> type:
+    from satchel.server.schemas import ErrorResponse
+
+    return ErrorResponse

@@ -1,0 +1,81 @@
+"""Request dependencies: the app context, a database session, the authenticated principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from satchel.auth.tokens import tokens_equal
+from satchel.config import Settings
+from satchel.db.session import Database
+from satchel.errors import CsrfFailed, NotAuthenticated
+from satchel.services import users
+from satchel.services.authz import Principal
+from satchel.storage.local import LocalStore
+
+SESSION_COOKIE = "satchel_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass
+class AppContext:
+    """Everything a request may need, built once by create_app."""
+
+    settings: Settings
+    db: Database
+    instance_secret: bytes
+    # Local buckets served by the blob endpoint, by store id.
+    local_stores: dict[str, LocalStore]
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def get_db(ctx: Ctx) -> Iterator[Session]:
+    with ctx.db.session() as session:
+        yield session
+
+
+DB = Annotated[Session, Depends(get_db)]
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key else None
+
+
+def current_principal(request: Request, db: DB) -> Principal:
+    key = _bearer(request)
+    if key is not None:
+        return users.authenticate_api_key(db, key)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        principal, csrf = users.resolve_session(db, cookie)
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not sent or not tokens_equal(sent, csrf):
+                raise CsrfFailed(
+                    "cookie-authenticated requests that change state need the X-CSRF-Token "
+                    "header from your session"
+                )
+        return principal
+    raise NotAuthenticated(
+        "authentication required: send 'Authorization: Bearer <API key>' (see 'satchel login')"
+    )
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]

@@ -1,0 +1,123 @@
+"""Teams and memberships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from satchel.db.models import Membership, Team, User
+from satchel.errors import AlreadyExists, InvalidInput, NotFound
+from satchel.services import names
+from satchel.services.authz import Principal, Role, require_team_admin, team_role
+from satchel.services.users import get_user
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    username: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class TeamView:
+    name: str
+    storage_type: str
+    storage: str | None  # redacted address, never the secret
+    storage_path: str
+    created_at: datetime
+    members: list[MemberView]
+    my_role: str | None
+
+
+def parse_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise InvalidInput(
+            f"unknown role {role[:40]!r}; expected one of admin, member, viewer",
+            details={"field": "role"},
+        ) from None
+
+
+def get_team(db: Session, name: str) -> Team:
+    team = db.scalar(select(Team).where(Team.name == name))
+    if team is None:
+        raise NotFound(f"team '{name}' does not exist", details={"team": name})
+    return team
+
+
+def team_view(db: Session, who: Principal, team: Team) -> TeamView:
+    members = [
+        MemberView(m.user.username, m.role)
+        for m in sorted(team.memberships, key=lambda m: m.user.username)
+    ]
+    role = team_role(db, who, team)
+    return TeamView(team.name, team.storage_type, team.storage_display, team.storage_path,
+                    team.created_at, members, role.value if role else None)
+
+
+def create_team(db: Session, who: Principal, name: str) -> TeamView:
+    names.team_name(name)
+    if db.scalar(select(Team.id).where(Team.name == name)) is not None:
+        raise AlreadyExists(f"team '{name}' already exists", details={"team": name})
+    team = Team(name=name, storage_type="internal")
+    team.memberships.append(Membership(user_id=who.user_id, role=Role.ADMIN.value))
+    db.add(team)
+    db.flush()
+    return team_view(db, who, team)
+
+
+def list_teams(db: Session, who: Principal) -> list[TeamView]:
+    """Instance admins see every team; others the teams they belong to."""
+    query = select(Team).order_by(Team.name)
+    if not who.is_admin:
+        query = query.join(Membership).where(Membership.user_id == who.user_id)
+    return [team_view(db, who, t) for t in db.scalars(query)]
+
+
+def show_team(db: Session, who: Principal, name: str) -> TeamView:
+    team = get_team(db, name)
+    if not who.is_admin and team_role(db, who, team) is None:
+        raise NotFound(f"team '{name}' does not exist", details={"team": name})
+    return team_view(db, who, team)
+
+
+def add_member(db: Session, who: Principal, team_name: str, username: str, role: str) -> TeamView:
+    team = get_team(db, team_name)
+    require_team_admin(db, who, team)
+    parsed = parse_role(role)
+    user: User = get_user(db, username)
+    existing = db.scalar(
+        select(Membership).where(Membership.team_id == team.id, Membership.user_id == user.id)
+    )
+    if existing is not None:
+        existing.role = parsed.value  # adding again changes the role
+    else:
+        team.memberships.append(Membership(user_id=user.id, role=parsed.value))
+    db.flush()
+    db.refresh(team)
+    return team_view(db, who, team)
+
+
+def remove_member(db: Session, who: Principal, team_name: str, username: str) -> TeamView:
+    team = get_team(db, team_name)
+    require_team_admin(db, who, team)
+    user = get_user(db, username)
+    row = db.scalar(
+        select(Membership).where(Membership.team_id == team.id, Membership.user_id == user.id)
+    )
+    if row is None:
+        raise NotFound(f"'{username}' is not a member of team '{team_name}'")
+    if row.role == Role.ADMIN.value:
+        admins = [m for m in team.memberships if m.role == Role.ADMIN.value]
+        if len(admins) == 1:
+            raise InvalidInput(
+                f"'{username}' is the last admin of team '{team_name}'; make someone else admin "
+                "first"
+            )
+    team.memberships.remove(row)
+    db.flush()
+    return team_view(db, who, team)

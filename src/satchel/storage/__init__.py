@@ -1,0 +1,1 @@
+"""Object storage: one protocol (base.py), providers registered by scheme (registry.py)."""
