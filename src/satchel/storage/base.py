@@ -118,8 +118,13 @@ class ObjectStore(Protocol):
         expires_in: int,
         size: int | None = None,
         sha256: str | None = None,
+        content_md5: str | None = None,
         content_type: str | None = None,
-    ) -> PresignedRequest: ...
+    ) -> PresignedRequest:
+        """A PUT URL. ``size``/``sha256``/``content_md5`` (base64) are bound into the request
+        where the store can enforce them (see Capabilities.verifies_*); the returned headers
+        must be sent as given."""
+        ...
 
     def presign_put_many(
         self, keys: Sequence[tuple[str, int | None, str | None]], *, expires_in: int

@@ -194,6 +194,7 @@ class LocalStore:
         expires_in: int,
         size: int | None = None,
         sha256: str | None = None,
+        content_md5: str | None = None,
         content_type: str | None = None,
     ) -> PresignedRequest:
         if sha256 is not None:

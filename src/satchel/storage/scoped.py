@@ -53,6 +53,7 @@ class ScopedStore:
         expires_in: int,
         size: int | None = None,
         sha256: str | None = None,
+        content_md5: str | None = None,
         content_type: str | None = None,
     ) -> PresignedRequest:
         return self.store.presign_put(
@@ -60,6 +61,7 @@ class ScopedStore:
             expires_in=expires_in,
             size=size,
             sha256=sha256,
+            content_md5=content_md5,
             content_type=content_type,
         )
 
