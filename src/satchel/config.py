@@ -12,12 +12,15 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from satchel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from satchel.storage.allowlist import AllowList
 
 
 class Deployment(StrEnum):
@@ -33,7 +36,9 @@ def default_home() -> Path:
 class Settings(BaseSettings):
     """Server settings. Every field is documented in docs/settings.md (a test keeps it complete)."""
 
-    model_config = SettingsConfigDict(env_prefix="SATCHEL_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SATCHEL_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     home: Path = Field(
         default_factory=default_home,
@@ -102,6 +107,18 @@ class Settings(BaseSettings):
             raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return v
 
+    @field_validator("supported_file_stores")
+    @classmethod
+    def _allow_list(cls, v: str) -> str:
+        from satchel.errors import InvalidStorageAddress
+        from satchel.storage.allowlist import parse_allow_list
+
+        try:
+            parse_allow_list(v)
+        except InvalidStorageAddress as exc:
+            raise ValueError(exc.message) from None
+        return v
+
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str | None) -> str | None:
@@ -137,6 +154,12 @@ class Settings(BaseSettings):
         return self.storage or f"file://{(self.home / 'bucket').resolve()}"
 
     @property
+    def allow_list(self) -> AllowList:
+        from satchel.storage.allowlist import parse_allow_list
+
+        return parse_allow_list(self.supported_file_stores)
+
+    @property
     def cookie_secure(self) -> bool:
         return self.public_url.startswith("https://")
 
@@ -157,7 +180,7 @@ def _format_validation_error(exc: ValidationError, prefix: str) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "?"
-        name = f"{prefix}{loc.upper()}"
+        name = loc.upper() if loc.upper().startswith(prefix) else f"{prefix}{loc.upper()}"
         msg = err["msg"].removeprefix("Value error, ")
         # Never echo the offending value: it may be a secret.
         problems.append(f"{name}: {msg}")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
-from satchel.cli import admin, auth, db, projects, server, teams
+from satchel.cli import admin, auth, db, projects, server, storage, teams
 from satchel.cli.output import err_console, error_line
 from satchel.errors import ConfigError, SatchelError
 
@@ -24,6 +23,7 @@ app.command("whoami")(auth.whoami)
 app.add_typer(auth.keys_app, name="api-key")
 app.add_typer(teams.app, name="team")
 app.add_typer(projects.app, name="project")
+app.add_typer(storage.app, name="storage")
 app.add_typer(admin.app, name="admin")
 app.add_typer(db.app, name="db")
 
@@ -31,21 +31,18 @@ app.add_typer(db.app, name="db")
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="satchel", standalone_mode=False)
+        # Standalone mode: typer handles usage errors, --help, EOF and Ctrl-C at prompts with
+        # the click it ships (recent typer vendors click as typer._click, whose exceptions are
+        # not click's, so catching click's classes here let them escape as tracebacks).
+        command.main(args=argv, prog_name="satchel", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ConfigError as exc:
         for problem in exc.problems:
             err_console.print(f"ConfigError: {problem}", markup=False, highlight=False)
         return 2
     except SatchelError as exc:
         err_console.print(error_line(exc), markup=False, highlight=False)
-        return 1
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err_console.print("Aborted.")
         return 1
     except KeyboardInterrupt:
         return 130

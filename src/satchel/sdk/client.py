@@ -144,6 +144,18 @@ class Client:
         result: JSON = self.request("GET", f"{API}/teams/{team}/projects/{name}")
         return result
 
+    # ----------------------------------------------------------------- instance & storage
+
+    def instance(self) -> JSON:
+        result: JSON = self.request("GET", f"{API}/instance")
+        return result
+
+    def storage_doctor(self, address: str, *, path: str | None = None,
+                       origin: str | None = None) -> JSON:
+        body: JSON = {"address": address, "path": path, "origin": origin}
+        result: JSON = self.request("POST", f"{API}/admin/storage/doctor", json=body)
+        return result
+
 
 def login(host: str | None = None, key: str | None = None) -> Client:
     """Check a key against the server and store host + key in the user config file (0600)."""

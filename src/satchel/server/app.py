@@ -16,7 +16,7 @@ from satchel.db.session import Database
 from satchel.server.deps import AppContext
 from satchel.server.errors import install_error_handlers
 from satchel.server.middleware import RequestIdMiddleware
-from satchel.server.routes import auth, blob, health, projects, teams, users, web
+from satchel.server.routes import auth, blob, health, instance, projects, teams, users, web
 from satchel.services.users import Bootstrap, bootstrap_admin
 from satchel.storage.local import LocalStore
 from satchel.storage.registry import StoreContext, open_store
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (auth, users, teams, projects):
+    for module in (auth, users, teams, projects, instance):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(blob.router)
     app.include_router(web.router)

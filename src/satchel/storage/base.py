@@ -181,3 +181,29 @@ def iter_objects(store: ObjectStore, prefix: str, *, page_size: int = 1000) -> I
         if page.next_token is None:
             return
         token = page.next_token
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSettings:
+    """Bucket-level state the doctor reports on; None means "could not be determined"."""
+
+    versioning: bool | None = None
+    soft_delete_days: int | None = None
+    # Human-readable descriptions of lifecycle rules that expire or move current objects.
+    expiring_rules: tuple[str, ...] = ()
+    # Rules that only clean up (noncurrent versions, incomplete multipart uploads).
+    cleanup_rules: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class BucketInspector(Protocol):
+    """Optional capability: read bucket configuration (versioning, lifecycle, soft delete)."""
+
+    def bucket_settings(self) -> BucketSettings: ...
+
+
+@runtime_checkable
+class BucketCreator(Protocol):
+    """Optional capability: create the bucket and apply CORS (multi-tenant "create for me")."""
+
+    def create_bucket(self, *, cors_origins: Sequence[str]) -> None: ...
