@@ -27,6 +27,11 @@ from satchel.db.session import make_engine
 from satchel.server.app import build_context, create_app, run_bootstrap
 from satchel.server.deps import AppContext
 
+# Real storage servers (one per session and xdist worker, started only when a test asks).
+from tests.storage.servers.azurite import azurite  # noqa: F401
+from tests.storage.servers.fakegcs import fake_gcs  # noqa: F401
+from tests.storage.servers.seaweedfs import seaweedfs  # noqa: F401
+
 TEST_DB = os.environ.get("SATCHEL_TEST_DB", "sqlite")
 PG_URL = os.environ.get("SATCHEL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ADMIN_PASSWORD = "correct-horse-battery-staple-42"

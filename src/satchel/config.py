@@ -49,7 +49,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
         "Default: SQLite (WAL) at HOME/satchel.db.",
     )
-    host: str = Field(default="127.0.0.1", description="Address the server binds to.")
+    host: str = Field(
+        default="127.0.0.1",
+        # Not SATCHEL_HOST: that is the SDK/CLI's server URL, often set in the same shell.
+        validation_alias=AliasChoices("SATCHEL_BIND_HOST"),
+        description="Address the server binds to (`satchel server --host`).",
+    )
     port: int = Field(default=8080, ge=0, le=65535, description="Port the server binds to.")
     base_url: str | None = Field(
         default=None,
@@ -76,6 +81,11 @@ class Settings(BaseSettings):
     )
     deployment: Deployment = Field(
         default=Deployment.SELF_MANAGED, description="self-managed, dedicated or multi-tenant."
+    )
+    bucket_factory: SecretStr | None = Field(
+        default=None,
+        description="Multi-tenant only: address with operator credentials used to create team "
+        "buckets on request; the new bucket is named <bucket>-<team>.",
     )
     bucket_access_identity: str | None = Field(
         default=None, description="Principal that must be granted on customer buckets."
@@ -195,6 +205,65 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(_format_validation_error(exc, "SATCHEL_")) from None
 
 
+def _env_names(name: str, field: Any) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(c) for c in alias.choices]
+    return [f"SATCHEL_{name.upper()}"]
+
+
+def _type_text(field: Any) -> str:
+    ann = field.annotation
+    args = [a for a in getattr(ann, "__args__", (ann,)) if a is not type(None)]
+    base = args[0] if args else ann
+    if isinstance(base, type) and issubclass(base, StrEnum):
+        return "one of " + ", ".join(f"`{m.value}`" for m in base)
+    text = {SecretStr: "secret", Path: "path", int: "integer", str: "string"}.get(base, str(base))
+    bounds = {type(m).__name__: getattr(m, type(m).__name__.lower(), None)
+              for m in field.metadata}
+    low, high = bounds.get("Ge"), bounds.get("Le")
+    if low is not None and high is not None:
+        text += f", {low}-{high}"
+    elif low is not None:
+        text += f", >= {low}"
+    elif high is not None:
+        text += f", <= {high}"
+    return text
+
+
+def _default_text(field: Any) -> str:
+    if field.default_factory is not None:
+        value = str(field.default_factory())
+        return f"`{value.replace(str(Path.home()), '~', 1)}`"
+    if field.default is None:
+        return "unset"
+    if isinstance(field.default, StrEnum):
+        return f"`{field.default.value}`"
+    return f"`{field.default}`" if field.default != "" else "empty"
+
+
+def settings_reference() -> str:
+    """docs/settings.md, generated from the Settings fields (a test keeps the file current)."""
+    lines = [
+        "# Server settings",
+        "",
+        "<!-- Generated from satchel.config.Settings by "
+        "`satchel admin settings-reference > docs/settings.md`; do not edit by hand. -->",
+        "",
+        "The server reads these environment variables at start-up and refuses to start, with "
+        "one line per problem, when a value is invalid. Secrets are never printed or logged.",
+        "",
+        "| Variable | Type | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        env = " or ".join(f"`{n}`" for n in _env_names(name, field))
+        # Escaped so Markdown shows them: "|" ends a cell, "<x>" would be read as HTML.
+        desc = (field.description or "").replace("|", "\\|").replace("<", "\\<")
+        lines.append(f"| {env} | {_type_text(field)} | {_default_text(field)} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- client side
 
 
@@ -231,11 +300,15 @@ class ClientSettings(BaseSettings):
             except (OSError, ValueError):
                 stored = {}
         env = cls()
+        resolved_host = host or env.host or stored.get("host") or "http://127.0.0.1:8080"
+        # The stored key belongs to the stored host: never send it to another server.
+        same_host = str(stored.get("host") or "").rstrip("/") == resolved_host.rstrip("/")
+        stored_key = stored.get("api_key") if same_host else None
         return cls(
-            host=host or env.host or stored.get("host") or "http://127.0.0.1:8080",
+            host=resolved_host,
             api_key=SecretStr(api_key)
             if api_key
-            else env.api_key or (SecretStr(stored["api_key"]) if stored.get("api_key") else None),
+            else env.api_key or (SecretStr(stored_key) if stored_key else None),
             timeout_seconds=env.timeout_seconds,
         )
 

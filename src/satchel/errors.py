@@ -10,6 +10,8 @@ the code (see :func:`error_from_payload`), so the CLI can print ``TeamStorageImm
     │   ├── InvalidKey                invalid_key         400
     │   ├── InvalidStorageAddress     invalid_storage_address 400
     │   ├── ChecksumMismatch          checksum_mismatch   400
+    │   ├── BucketCheckFailed         bucket_check_failed 400
+    │   ├── NotAvailable              not_available_in_deployment 400
     │   └── RangeNotSatisfiable       range_not_satisfiable 416
     ├── NotAuthenticated              not_authenticated   401
     ├── PermissionDenied              permission_denied   403
@@ -20,7 +22,9 @@ the code (see :func:`error_from_payload`), so the CLI can print ``TeamStorageImm
     ├── MethodNotAllowed              method_not_allowed  405
     ├── Conflict                      conflict            409
     │   ├── AlreadyExists             already_exists      409
-    │   └── TeamStorageImmutable      team_storage_immutable 409
+    │   ├── TeamStorageImmutable      team_storage_immutable 409
+    │   ├── StorageAlreadyClaimed     storage_already_claimed 409
+    │   └── InstanceStorageInUse      instance_storage_in_use 409
     ├── PayloadTooLarge               payload_too_large   413
     ├── StorageError                  storage_error       502
     │   └── StorageUnavailable        storage_unavailable 503
@@ -80,6 +84,18 @@ class ChecksumMismatch(InvalidInput):
     code = "checksum_mismatch"
 
 
+class BucketCheckFailed(InvalidInput):
+    """The bucket doctor found errors; ``details["findings"]`` lists them with their fixes."""
+
+    code = "bucket_check_failed"
+
+
+class NotAvailable(InvalidInput):
+    """The request is valid but not offered in this deployment mode."""
+
+    code = "not_available_in_deployment"
+
+
 class RangeNotSatisfiable(InvalidInput):
     code = "range_not_satisfiable"
     http_status = 416
@@ -130,6 +146,14 @@ class AlreadyExists(Conflict):
 
 class TeamStorageImmutable(Conflict):
     code = "team_storage_immutable"
+
+
+class StorageAlreadyClaimed(Conflict):
+    code = "storage_already_claimed"
+
+
+class InstanceStorageInUse(Conflict):
+    code = "instance_storage_in_use"
 
 
 class PayloadTooLarge(SatchelError):

@@ -21,12 +21,15 @@ def login(
     """Log in and store host + API key in your user config file (mode 0600)."""
     settings = ClientSettings.load(host=host, api_key=key)
     assert settings.host is not None
-    if key is None and settings.api_key is None:
+    # Only an explicit key (--key or SATCHEL_API_KEY) skips the prompt; the key stored by an
+    # earlier login does not, so `satchel login` can switch users.
+    env_key = ClientSettings().api_key
+    api_key = key or (env_key.get_secret_value() if env_key else None)
+    if api_key is None:
         username = typer.prompt("Username")
         password = typer.prompt("Password", hide_input=True)
         with Client(host=settings.host, api_key=None) as anon:
-            key = anon.login_with_password(username, password)
-    api_key = key or (settings.api_key.get_secret_value() if settings.api_key else "")
+            api_key = anon.login_with_password(username, password)
     with Client(host=settings.host, api_key=api_key) as client:
         me = client.me()
         path = save_user_credentials(client.host, api_key)

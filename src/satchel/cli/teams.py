@@ -14,11 +14,32 @@ RoleOpt = Annotated[str, typer.Option(help="admin, member or viewer")]
 
 
 @app.command("create")
-def create(name: str) -> None:
-    """Create a team (DNS-safe name); you become its admin."""
+def create(
+    name: str,
+    storage: Annotated[str, typer.Option(help="internal (the instance bucket) or external (a "
+                                         "bucket of the team's own)")] = "internal",
+    bucket: Annotated[str | None, typer.Option(help="External: an allow-listed bucket name or a "
+                                               "storage address")] = None,
+    path: Annotated[str, typer.Option(help="External: sub-path inside the bucket")] = "",
+    kms_key: Annotated[str | None, typer.Option(help="AWS KMS key ARN (SSE-KMS)")] = None,
+    azure_tenant_id: Annotated[str | None, typer.Option(help="Azure tenant id")] = None,
+    azure_client_id: Annotated[str | None, typer.Option(help="Azure managed identity client "
+                                                        "id")] = None,
+    create_bucket: Annotated[bool, typer.Option("--create-bucket", help="Multi-tenant: create "
+                                                "a new bucket for the team")] = False,
+) -> None:
+    """Create a team (DNS-safe name); you become its admin. Storage is fixed at creation."""
+    spec = None
+    if storage != "internal" or bucket or create_bucket:
+        spec = {"type": storage if storage != "internal" else "external", "bucket": bucket,
+                "path": path, "kms_key": kms_key, "azure_tenant_id": azure_tenant_id,
+                "azure_client_id": azure_client_id, "create_bucket": create_bucket}
     with Client() as client:
-        team = client.create_team(name)
-    console.print(f"Created team {team['name']}.")
+        team = client.create_team(name, storage=spec)
+    where = f" on {team['storage']}" if team.get("storage") else " on the instance bucket"
+    console.print(f"Created team {team['name']}{where}.", markup=False)
+    for w in team.get("warnings", []):
+        console.print(f"WARNING {w['check']}: {w['message']} (fix: {w['fix']})", markup=False)
 
 
 @app.command("ls")

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from satchel.errors import DatabaseUnavailable
+from satchel.errors import DatabaseUnavailable, InvalidInput
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -56,6 +56,15 @@ class Database:
             raise DatabaseUnavailable(
                 "the database is unavailable; check SATCHEL_DATABASE_URL and that the "
                 "database server is running"
+            ) from exc
+        except DataError as exc:
+            # The database refused a value the request carried (PostgreSQL: a NUL character
+            # in text, a number out of range): the caller's input, not a server fault. The
+            # driver's message quotes the value, so it is not passed on.
+            session.rollback()
+            raise InvalidInput(
+                "a value in the request cannot be stored or looked up (for example it contains "
+                "a NUL character or a number out of range); correct it and retry"
             ) from exc
         except BaseException:
             session.rollback()

@@ -105,8 +105,17 @@ class Client:
 
     # ----------------------------------------------------------------- teams & projects
 
-    def create_team(self, name: str) -> JSON:
-        result: JSON = self.request("POST", f"{API}/teams", json={"name": name})
+    def create_team(self, name: str, *, storage: JSON | None = None) -> JSON:
+        """Create a team; ``storage`` is e.g. {"type": "external", "bucket": "omega-bucket",
+        "path": "satchel"} (fixed forever once the team exists)."""
+        body: JSON = {"name": name}
+        if storage is not None:
+            body["storage"] = storage
+        result: JSON = self.request("POST", f"{API}/teams", json=body)
+        return result
+
+    def update_team(self, name: str, **fields: Any) -> JSON:
+        result: JSON = self.request("PATCH", f"{API}/teams/{name}", json=fields)
         return result
 
     def teams(self) -> list[JSON]:
@@ -144,7 +153,36 @@ class Client:
         result: JSON = self.request("GET", f"{API}/teams/{team}/projects/{name}")
         return result
 
+    # ----------------------------------------------------------------- files
+
+    def file_urls(self, team: str, project: str, files: list[JSON]) -> list[JSON]:
+        """Presigned URLs: files = [{"path", "method": GET|HEAD|PUT, "size"?, "sha256"?}]."""
+        result: list[JSON] = self.request(
+            "POST", f"{API}/teams/{team}/projects/{project}/files/urls", json={"files": files}
+        )
+        return result
+
+    def files(self, team: str, project: str, prefix: str = "") -> list[JSON]:
+        result: list[JSON] = self.request(
+            "GET", f"{API}/teams/{team}/projects/{project}/files", params={"prefix": prefix}
+        )
+        return result
+
     # ----------------------------------------------------------------- instance & storage
+
+    def instance_storage(self) -> JSON:
+        result: JSON = self.request("GET", f"{API}/admin/storage")
+        return result
+
+    def set_instance_storage(self, address: str, *, path: str | None = None) -> JSON:
+        result: JSON = self.request("PUT", f"{API}/admin/storage",
+                                    json={"address": address, "path": path})
+        return result
+
+    def audit(self, **filters: Any) -> list[JSON]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        result: list[JSON] = self.request("GET", f"{API}/admin/audit", params=params)
+        return result
 
     def instance(self) -> JSON:
         result: JSON = self.request("GET", f"{API}/instance")

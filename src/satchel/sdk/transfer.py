@@ -54,6 +54,11 @@ class TransferConfig:
     backoff_base: float = 0.2
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
+    # fsync a downloaded file before renaming it into place, so that it survives a power loss
+    # the moment get_file returns. Off by default, as in boto3: a download can be fetched
+    # again, and the flush makes every large download wait for the disk (about 2x slower for
+    # 64-256 MiB files in bench/bench_transfer.py; see docs/benchmarks.md).
+    fsync_downloads: bool = False
 
 
 class _FileSlice:
@@ -160,7 +165,8 @@ class TransferClient:
             if status in RETRYABLE_STATUS and attempt < self.config.max_attempts:
                 self._sleep(attempt)
                 continue
-            if status == 403 and refresh is not None and _looks_expired(text, req) and \
+            # GCS may answer an expired URL with 400 ExpiredToken instead of 403.
+            if status in {400, 403} and refresh is not None and _looks_expired(text, req) and \
                     attempt < self.config.max_attempts:
                 req = refresh()
                 continue
@@ -250,6 +256,9 @@ class TransferClient:
                 for chunk in resp.stream(BLOCK):
                     fh.write(chunk)
                     n += len(chunk)
+                if self.config.fsync_downloads:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             return n
 
         _, written = self._send(req, refresh=refresh, sink=sink)
@@ -293,7 +302,8 @@ class TransferClient:
                 return got
 
             total = sum(self._pool.map(one, ranges))
-            os.fsync(fd)
+            if self.config.fsync_downloads:
+                os.fsync(fd)
             return total
         finally:
             os.close(fd)

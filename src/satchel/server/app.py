@@ -16,10 +16,19 @@ from satchel.db.session import Database
 from satchel.server.deps import AppContext
 from satchel.server.errors import install_error_handlers
 from satchel.server.middleware import RequestIdMiddleware
-from satchel.server.routes import auth, blob, health, instance, projects, teams, users, web
+from satchel.server.routes import (
+    auth,
+    blob,
+    files,
+    health,
+    instance,
+    projects,
+    teams,
+    users,
+    web,
+)
+from satchel.services.storage import StorageRegistry
 from satchel.services.users import Bootstrap, bootstrap_admin
-from satchel.storage.local import LocalStore
-from satchel.storage.registry import StoreContext, open_store
 from satchel.web import STATIC_DIR
 
 log = logging.getLogger("satchel.server")
@@ -31,15 +40,11 @@ def build_context(settings: Settings) -> AppContext:
     db = Database(settings.sqlalchemy_url)
     upgrade(db.engine)
     secret = settings.resolved_secret_key()
-    ctx = AppContext(settings=settings, db=db, instance_secret=secret, local_stores={})
-    store = open_store(settings.default_storage_address, store_context(ctx))
-    if isinstance(store, LocalStore):
-        ctx.local_stores[store.store_id] = store
+    ctx = AppContext(settings=settings, db=db, instance_secret=secret,
+                     storage=StorageRegistry(settings, secret))
+    with db.session() as session:
+        ctx.storage.open(ctx.storage.instance_address(session))
     return ctx
-
-
-def store_context(ctx: AppContext) -> StoreContext:
-    return StoreContext(public_url=ctx.settings.public_url, instance_secret=ctx.instance_secret)
 
 
 def run_bootstrap(ctx: AppContext) -> Bootstrap | None:
@@ -82,7 +87,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (auth, users, teams, projects, instance):
+    for module in (auth, users, teams, projects, files, instance):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(blob.router)
     app.include_router(web.router)

@@ -13,8 +13,11 @@ from satchel.auth.tokens import tokens_equal
 from satchel.config import Settings
 from satchel.db.session import Database
 from satchel.errors import CsrfFailed, NotAuthenticated
+from satchel.logs import request_id_var
 from satchel.services import users
+from satchel.services.audit import RequestInfo
 from satchel.services.authz import Principal
+from satchel.services.storage import StorageRegistry
 from satchel.storage.local import LocalStore
 
 SESSION_COOKIE = "satchel_session"
@@ -29,8 +32,12 @@ class AppContext:
     settings: Settings
     db: Database
     instance_secret: bytes
-    # Local buckets served by the blob endpoint, by store id.
-    local_stores: dict[str, LocalStore]
+    storage: StorageRegistry
+
+    @property
+    def local_stores(self) -> dict[str, LocalStore]:
+        """Local buckets served by the blob endpoint, by store id."""
+        return self.storage.local_stores
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -46,7 +53,8 @@ def get_db(ctx: Ctx) -> Iterator[Session]:
         yield session
 
 
-DB = Annotated[Session, Depends(get_db)]
+# scope="function": commit before the response is sent, so a 201 means the row is saved.
+DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def _bearer(request: Request) -> str | None:
@@ -79,3 +87,13 @@ def current_principal(request: Request, db: DB) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def request_info(request: Request) -> RequestInfo:
+    """Who asked from where, for the audit log."""
+    rid = request.headers.get("x-request-id") or request_id_var.get()
+    return RequestInfo(client_ip=request.client.host if request.client else None,
+                       request_id=rid[:64] if rid else None)
+
+
+Info = Annotated[RequestInfo, Depends(request_info)]

@@ -19,6 +19,7 @@ from satchel.errors import (
     ValidationFailed,
 )
 from satchel.logs import request_id_var
+from satchel.server.middleware import REQUEST_ID_SCOPE_KEY
 
 log = logging.getLogger("satchel.server")
 
@@ -70,10 +71,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(mapped, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return error_response(
-            SatchelError(
-                "internal server error; the server log has details under this request id"
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette calls this outermost, after RequestIdMiddleware has finished: restore the
+        # request's id so the log line, the body and the X-Request-ID header all carry it.
+        rid = request.scope.get(REQUEST_ID_SCOPE_KEY)
+        token = request_id_var.set(rid) if rid else None
+        try:
+            log.exception("unexpected error")
+            return error_response(
+                SatchelError(
+                    "internal server error; the server log has details under this request id"
+                ),
+                headers={"x-request-id": rid} if rid else None,
             )
-        )
+        finally:
+            if token is not None:
+                request_id_var.reset(token)

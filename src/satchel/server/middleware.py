@@ -13,6 +13,8 @@ from satchel.logs import request_id_var
 
 access_log = logging.getLogger("satchel.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Where the id is kept for code that runs outside this middleware (the 500 handler).
+REQUEST_ID_SCOPE_KEY = "satchel.request_id"
 
 
 class RequestIdMiddleware:
@@ -25,6 +27,7 @@ class RequestIdMiddleware:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _VALID_ID.match(incoming) else secrets.token_hex(8)
+        scope[REQUEST_ID_SCOPE_KEY] = rid
         token = request_id_var.set(rid)
         start = time.perf_counter()
         status = 0
@@ -39,6 +42,10 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # The outer error handler answers 500 after we return; log that, not "0".
+            status = status or 500
+            raise
         finally:
             # Path only: query strings carry presigned-URL signatures.
             access_log.info(

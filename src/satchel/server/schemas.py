@@ -92,25 +92,117 @@ class MemberOut(Out):
     role: str
 
 
+class FindingOut(BaseModel):
+    check: str
+    severity: str
+    message: str
+    fix: str
+
+
 class TeamOut(Out):
     name: str
     storage_type: str
-    storage: str | None
+    storage: str | None = Field(description="External bucket address, redacted.")
     storage_path: str
     created_at: datetime
     members: list[MemberOut]
     my_role: str | None
+    warnings: list[FindingOut] = Field(
+        default_factory=list, description="Bucket doctor warnings (creation only)."
+    )
+
+
+class StorageSpecIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["internal", "external"] = "internal"
+    bucket: SecretStr | None = Field(
+        default=None, max_length=20_000,
+        description="An allow-listed bucket name, or a storage address (may hold credentials "
+        "in multi-tenant mode and for CoreWeave; never returned).",
+    )
+    path: str = Field(default="", max_length=512)
+    kms_key: str | None = Field(default=None, max_length=2048)
+    azure_tenant_id: str | None = Field(default=None, max_length=64)
+    azure_client_id: str | None = Field(default=None, max_length=64)
+    create_bucket: bool = Field(default=False, description="Multi-tenant: create a new bucket.")
 
 
 class CreateTeam(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=63)
+    storage: StorageSpecIn | None = None
+
+
+class UpdateTeam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    storage: StorageSpecIn | None = Field(
+        default=None, description="Always refused: team storage is fixed at creation."
+    )
 
 
 class AddMember(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     role: Literal["admin", "member", "viewer"] = "member"
+
+
+class FileUrlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=1024)
+    method: Literal["GET", "HEAD", "PUT"] = "GET"
+    size: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    download_name: str | None = Field(default=None, max_length=255)
+
+
+class FileUrlsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: list[FileUrlRequest] = Field(min_length=1, max_length=10_000)
+
+
+class FileUrlOut(Out):
+    path: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class FileOut(Out):
+    key: str
+    size: int
+    etag: str | None
+    last_modified: datetime | None
+
+
+class InstanceStorageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: SecretStr = Field(max_length=20_000)
+    path: str | None = Field(default=None, max_length=512)
+
+
+class InstanceStorageOut(BaseModel):
+    address: str = Field(description="Redacted.")
+    path: str
+    provider: str
+    configured: bool = Field(description="False while the built-in default is in use.")
+    bucket_access_identity: str | None
+    organization_id: str
+    customer_namespace: str
+    warnings: list[FindingOut] = Field(default_factory=list)
+
+
+class AuditOut(Out):
+    id: int
+    created_at: datetime
+    username: str | None
+    action: str
+    team: str | None
+    project: str | None
+    object_key: str | None
+    method: str | None
+    client_ip: str | None
+    request_id: str | None
 
 
 class ProjectOut(Out):

@@ -3,8 +3,14 @@
 Roles in a team: ``viewer`` reads, ``member`` also writes, ``admin`` also manages the team
 (members). Instance admins manage every team. A project is readable by everyone on the
 instance when its visibility is ``instance`` (the default) and only by team members when it is
-``team``. The bucket-level rule of DESIGN §3 (team-bucket files only for members) is added by
-the Scopes issue in :func:`may_get_url`; every URL the server issues goes through it.
+``team``.
+
+Files (DESIGN §3): a user gets a URL for a file iff they may read its project **and**, when the
+owning team has its own bucket (storage type ``external``), they are a member of that team.
+Writing needs the member role. Instance admins are *not* exempt from the team-bucket rule: to
+read a team bucket's files an instance admin must be made a member, which is an explicit,
+audited change (docs/security.md). :func:`require_url_access` is the only gate every issued URL
+passes through.
 """
 
 from __future__ import annotations
@@ -82,6 +88,31 @@ def require_write_project(db: Session, who: Principal, project: Project) -> None
             f"in team '{project.team.name}'",
             details={"team": project.team.name, "needed_role": "member"},
         )
+
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+def require_url_access(db: Session, who: Principal, project: Project, method: str) -> None:
+    """Raise unless ``who`` may get a presigned URL with ``method`` for a file of ``project``."""
+    require_read_project(db, who, project)
+    team = project.team
+    role = team_role(db, who, team)
+    if team.storage_type == "external" and role is None:
+        raise PermissionDenied(
+            f"files of '{team.name}/{project.name}' live in team '{team.name}''s own bucket and "
+            f"are readable only by members of '{team.name}'",
+            details={"team": team.name, "rule": "team_bucket_members_only"},
+        )
+    if method in WRITE_METHODS and not has_team_role(db, who, team, Role.MEMBER):
+        raise PermissionDenied(
+            f"writing files to '{team.name}/{project.name}' needs the member or admin role in "
+            f"team '{team.name}'",
+            details={"team": team.name, "needed_role": "member"},
+        )
+    if method not in READ_METHODS | WRITE_METHODS:
+        raise PermissionDenied(f"method {method!r} is not allowed for files")
 
 
 def require_instance_admin(who: Principal) -> None:

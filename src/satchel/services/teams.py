@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from satchel.config import Settings
 from satchel.db.models import Membership, Team, User
-from satchel.errors import AlreadyExists, InvalidInput, NotFound
+from satchel.errors import AlreadyExists, InvalidInput, NotFound, TeamStorageImmutable
 from satchel.services import names
 from satchel.services.authz import Principal, Role, require_team_admin, team_role
+from satchel.services.storage import StorageRegistry
+from satchel.services.team_storage import StorageSpec, resolve_external
 from satchel.services.users import get_user
+from satchel.storage.doctor import Finding
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class TeamView:
     created_at: datetime
     members: list[MemberView]
     my_role: str | None
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 def parse_role(role: str) -> Role:
@@ -59,15 +64,45 @@ def team_view(db: Session, who: Principal, team: Team) -> TeamView:
                     team.created_at, members, role.value if role else None)
 
 
-def create_team(db: Session, who: Principal, name: str) -> TeamView:
+def create_team(
+    db: Session, who: Principal, name: str, *, storage: StorageRegistry | None = None,
+    settings: Settings | None = None, spec: StorageSpec | None = None,
+) -> TeamView:
+    """Create a team; you become its admin. Its storage is chosen now and never changes."""
     names.team_name(name)
     if db.scalar(select(Team.id).where(Team.name == name)) is not None:
         raise AlreadyExists(f"team '{name}' already exists", details={"team": name})
     team = Team(name=name, storage_type="internal")
+    warnings: list[Finding] = []
+    if spec is not None and spec.type != "internal":
+        if storage is None or settings is None:
+            raise InvalidInput("external storage needs the storage registry")
+        resolved = resolve_external(db, storage, settings, name, spec)
+        team.storage_type = "external"
+        team.storage_address_enc = storage.box.encrypt(resolved.address.format(redact=False))
+        team.storage_display = resolved.address.format(redact=True)
+        team.storage_path = resolved.address.path
+        warnings = resolved.warnings
+    elif spec is not None and spec.type not in {"internal", "external"}:
+        raise InvalidInput(f"unknown storage type {spec.type!r}; expected internal or external")
     team.memberships.append(Membership(user_id=who.user_id, role=Role.ADMIN.value))
     db.add(team)
     db.flush()
-    return team_view(db, who, team)
+    view = team_view(db, who, team)
+    return replace(view, warnings=[f.__dict__ for f in warnings])
+
+
+def change_storage(db: Session, who: Principal, name: str) -> None:
+    """Team storage is fixed at creation (DESIGN §3): every change is refused."""
+    team = get_team(db, name)
+    require_team_admin(db, who, team)
+    raise TeamStorageImmutable(
+        f"team '{name}' was created with {team.storage_type} storage"
+        + (f" ({team.storage_display})" if team.storage_display else "")
+        + "; a team's storage cannot be changed after creation. Create a new team to use "
+        "another bucket.",
+        details={"team": name, "storage_type": team.storage_type},
+    )
 
 
 def list_teams(db: Session, who: Principal) -> list[TeamView]:

@@ -40,7 +40,7 @@ SHAPES: dict[str, str] = {
 }
 AWS_ENDPOINT = "s3.amazonaws.com"
 CW_ENDPOINT = "cwobject.com"
-_KNOWN_PARAMS = {"region", "tls", "path", "endpoint", "kms", "style"}
+_KNOWN_PARAMS = {"region", "tls", "path", "endpoint", "kms", "style", "tenant_id", "client_id"}
 _PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -57,6 +57,8 @@ class StorageAddress:
     path: str = ""  # sub-path inside the bucket
     kms_key: str | None = None
     style: str | None = None  # "path" | "virtual" (s3)
+    azure_tenant_id: str | None = None  # az: tenant of the managed identity
+    azure_client_id: str | None = None  # az: client id of a user-assigned managed identity
 
     @property
     def has_credentials(self) -> bool:
@@ -205,6 +207,8 @@ def parse_address(text: str) -> StorageAddress:
                     scheme)
     return StorageAddress("az", container, account=account,
                           endpoint=params.get("endpoint") or None,
+                          azure_tenant_id=params.get("tenant_id") or None,
+                          azure_client_id=params.get("client_id") or None,
                           secret=secret, **common)  # type: ignore[arg-type]
 
 
@@ -238,6 +242,10 @@ def format_address(addr: StorageAddress, *, redact: bool = True) -> str:
         params["style"] = addr.style
     if addr.endpoint and addr.scheme in {"gs", "az"}:
         params["endpoint"] = addr.endpoint
+    if addr.azure_tenant_id:
+        params["tenant_id"] = addr.azure_tenant_id
+    if addr.azure_client_id:
+        params["client_id"] = addr.azure_client_id
     query = f"?{urlencode(params, safe=':/')}" if params else ""
 
     def secret_part() -> str:

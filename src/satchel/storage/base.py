@@ -193,6 +193,8 @@ class BucketSettings:
     expiring_rules: tuple[str, ...] = ()
     # Rules that only clean up (noncurrent versions, incomplete multipart uploads).
     cleanup_rules: tuple[str, ...] = ()
+    # A rule expires noncurrent versions (what keeps a versioned bucket from growing forever).
+    expires_noncurrent: bool | None = None
 
 
 @runtime_checkable

@@ -6,11 +6,14 @@ earlier failure (a bad name or an unreachable endpoint makes every round trip fa
 
     syntax -> deployment/allow-list -> bucket name -> reachability + TLS -> credentials/bucket
     -> round trip under the sub-path (put, head, get, list, multipart create/abort, delete)
-    -> CORS (GET/PUT/HEAD preflights from the instance origin, ETag exposed) -> KMS
-    -> versioning / soft delete / lifecycle -> clock skew
+    -> CORS (PUT/GET/HEAD preflights from the instance origin, ETag exposed) -> SHA-256
+    verification (stores that can prove it) -> KMS -> versioning / soft delete / lifecycle,
+    with clock skew read from the store's answer to the probe PUT
 
 The doctor talks to the store only through the provider protocol and presigned URLs, i.e. the
-exact paths clients will use, so what it validates is what users will hit.
+exact paths clients will use, so what it validates is what users will hit. Every object it
+writes lives under ``<sub-path>/satchel-doctor/`` and is deleted again; nothing outside the
+sub-path is read, written or listed (beyond the bucket settings).
 """
 
 from __future__ import annotations
@@ -22,25 +25,33 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Literal, NoReturn
-from urllib.parse import urlsplit
+from typing import Literal, NoReturn, Protocol, runtime_checkable
 
 import httpx
 
 from satchel.config import Deployment
-from satchel.errors import InvalidStorageAddress, NotFound, PermissionDenied, SatchelError
-from satchel.storage.address import StorageAddress, parse_address
+from satchel.errors import (
+    InvalidStorageAddress,
+    NotFound,
+    PermissionDenied,
+    SatchelError,
+    StorageUnavailable,
+)
+from satchel.storage.address import StorageAddress, parse_address, redact_address_text
 from satchel.storage.allowlist import AllowList
-from satchel.storage.base import BucketInspector, ObjectStore
+from satchel.storage.base import BucketInspector, Capabilities, ObjectStore
 from satchel.storage.keys import validate_sub_path
 from satchel.storage.registry import StoreContext, open_store
 from satchel.storage.scoped import ScopedStore
 
 Severity = Literal["error", "warning"]
 PROBE_PREFIX = "satchel-doctor"
+PROBE_EXPIRES = 300  # seconds; the probe URLs are used immediately
+CLOCK_ERROR_SECONDS = 15 * 60  # SigV4, GCS V4 and Azure SAS all refuse requests this far off
+CLOCK_WARNING_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,16 @@ class DoctorOptions:
     deployment: Deployment = Deployment.SELF_MANAGED
     allow_list: AllowList | None = None  # checked for team buckets only
     for_team: bool = False
-    timeout: float = 5.0
+    timeout: float = 5.0  # seconds for the TCP connect; HTTP requests get twice this
+    clock: Callable[[], float] = time.time  # this host's clock, for the skew check
+
+
+@runtime_checkable
+class ChecksumProbe(Protocol):
+    """Optional: a store that can find out whether it verifies ``x-amz-checksum-sha256``
+    (S3-compatible stores; see :meth:`satchel.storage.s3.S3Store.probe_checksum_support`)."""
+
+    def probe_checksum_support(self, key: str) -> Capabilities: ...
 
 
 class _Stop(Exception):
@@ -106,7 +126,11 @@ class Doctor:
         self.report.findings.append(Finding(check, "warning", message, fix))
 
     def ok(self, check: str) -> None:
-        self.report.passed.append(check)
+        if check not in self.report.passed:
+            self.report.passed.append(check)
+
+    def failed(self, *checks: str) -> bool:
+        return any(f.check in checks for f in self.report.errors)
 
 
 def run_doctor(
@@ -117,8 +141,7 @@ def run_doctor(
     open_fn: Callable[[StorageAddress, StoreContext], ObjectStore] = open_store,
 ) -> DoctorReport:
     options = options or DoctorOptions()
-    shown = address.format() if isinstance(address, StorageAddress) else "(unparsed address)"
-    report = DoctorReport(address=shown, path="")
+    report = DoctorReport(address=_shown(address), path="")
     doc = Doctor(report, options)
     try:
         addr = _check_syntax(doc, address)
@@ -131,14 +154,22 @@ def run_doctor(
         store = _open(doc, addr, context, open_fn)
         _check_credentials(doc, store, addr)
         scoped = ScopedStore(store, addr.path)
-        with _probe_object(doc, scoped) as probe:
-            if probe is not None:
-                _check_cors(doc, scoped, probe, addr)
+        _round_trip(doc, scoped, addr)
+        _check_checksum(doc, scoped)
         _check_kms(doc, addr)
         _check_bucket_settings(doc, store)
     except _Stop:
         pass
     return report
+
+
+def _shown(address: str | StorageAddress) -> str:
+    """The address for the report before it is known to parse: redacted, or not at all."""
+    if isinstance(address, StorageAddress):
+        return address.format()
+    if re.match(r"^\s*[a-z][a-z0-9]*://", address, re.IGNORECASE):
+        return redact_address_text(address.strip())
+    return "(unparsed address)"  # without a scheme there is no telling where a secret sits
 
 
 # ---------------------------------------------------------------------- static checks
@@ -232,7 +263,8 @@ def _check_bucket_name(doc: Doctor, addr: StorageAddress) -> None:
     if problems:
         kind = {"az": "container", "cw": "CoreWeave bucket"}.get(addr.scheme, "bucket")
         doc.fail("bucket-name", f"{kind} name '{addr.bucket}' " + "; ".join(problems),
-                  f"create a {kind} with a valid name, e.g. '{_suggest(addr.bucket)}'")
+                  f"create a {kind} with a valid name, e.g. '{_suggest(addr.bucket)}', and "
+                  "put that name in the address")
     doc.ok("bucket-name")
 
 
@@ -252,26 +284,34 @@ def endpoint_of(addr: StorageAddress) -> tuple[str, int, bool]:
         host = addr.endpoint or (f"s3.{addr.region}.amazonaws.com" if addr.region
                                  else "s3.amazonaws.com")
         tls = addr.tls if addr.tls is not None else (addr.endpoint is None or addr.is_aws)
-    elif addr.endpoint:
-        parts = urlsplit(addr.endpoint)
-        tls = parts.scheme == "https"
-        return parts.hostname or "", parts.port or (443 if tls else 80), tls
-    elif addr.scheme == "gs":
-        host, tls = "storage.googleapis.com", True
-    else:
-        host, tls = f"{addr.account}.blob.core.windows.net", True
-    name, _, port = host.rpartition(":") if ":" in host else (host, "", "")
-    return name, int(port) if port else (443 if tls else 80), tls
+        return _split_endpoint(f"{'https' if tls else 'http'}://{host}")
+    if addr.endpoint:
+        return _split_endpoint(addr.endpoint)
+    if addr.scheme == "gs":
+        return "storage.googleapis.com", 443, True
+    return f"{addr.account}.blob.core.windows.net", 443, True
+
+
+def _split_endpoint(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of an endpoint URL; IPv6 literals come back without brackets."""
+    parts = httpx.URL(url)
+    tls = parts.scheme == "https"
+    return parts.host, parts.port or (443 if tls else 80), tls
 
 
 def _check_reachability(doc: Doctor, addr: StorageAddress) -> None:
     host, port, tls = endpoint_of(addr)
+    timeout = doc.options.timeout
     try:
-        sock = socket.create_connection((host, port), timeout=doc.options.timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        doc.fail("reachability", f"cannot connect to {host}:{port}: no answer within "
+                 f"{timeout:g} s", "check the endpoint host and port in the address, and that "
+                 "no firewall drops traffic from this host to the store")
     except OSError as exc:
         doc.fail("reachability", f"cannot connect to {host}:{port} ({exc.strerror or exc})",
-                  "check the endpoint address and port, DNS, firewalls and that the store runs")
-        return
+                  "check the endpoint host and port in the address, DNS and firewalls, and "
+                  "that the object store is running")
     with sock:
         if tls:
             try:
@@ -290,31 +330,85 @@ def _open(doc: Doctor, addr: StorageAddress, context: StoreContext,
     try:
         return open_fn(addr, context)
     except SatchelError as exc:
-        doc.fail("credentials", exc.message, "check the credentials in the address")
+        doc.fail("credentials", exc.message, _credentials_fix(addr))
 
 
-def _reason(exc: SatchelError) -> str:
-    return str(exc.details.get("reason", ""))
+# Error codes that mean "these credentials are wrong", not "this permission is missing".
+_S3_CREDENTIAL_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken",
+                        "ExpiredToken", "InvalidClientTokenId", "TokenRefreshRequired"}
+# Azure: AuthenticationFailed is a bad signature; Azurite (and Azure for account-key requests
+# blocked by network rules) answers AuthorizationFailure. A missing RBAC role is
+# AuthorizationPermissionMismatch, which stays a permission finding.
+_AZURE_CREDENTIAL_CODES = {"AuthenticationFailed", "AuthorizationFailure",
+                           "InvalidAuthenticationInfo"}
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "RefreshError",
+                      "DefaultCredentialsError", "CredentialUnavailableError"}
+
+
+def _bad_credentials(exc: SatchelError) -> bool:
+    """Did the store refuse *who we are* (wrong key, secret, token) rather than what we asked?
+
+    Providers translate SDK errors at the boundary (``raise ... from``) and keep the store's
+    code in ``details``; GCS keeps only the HTTP status, found on the chained exception."""
+    details = exc.details
+    if details.get("reason") == "invalid_credentials":
+        return True
+    if details.get("code") in _S3_CREDENTIAL_CODES:
+        return True
+    if details.get("azure_code") in _AZURE_CREDENTIAL_CODES:
+        return True
+    cause = exc.__cause__
+    if cause is None:
+        return False
+    status = getattr(cause, "status_code", None) or getattr(cause, "code", None)
+    return status == 401 or type(cause).__name__ in _CREDENTIAL_ERRORS
+
+
+def _credentials_fix(addr: StorageAddress) -> str:
+    if addr.scheme in {"s3", "cw"}:
+        return ("check the access key and secret in the address (a wrong secret fails the "
+                "signature, an unknown key is InvalidAccessKeyId) and that ?region= is the "
+                "bucket's region")
+    if addr.scheme == "gs":
+        return ("check the service-account email and the private key in the address: the key "
+                "must belong to that account and must not be deleted or disabled")
+    if addr.scheme == "az":
+        return ("check the account key (key1 or key2 from the storage account's 'Access keys' "
+                "page, URL-encoded in the address); if it is right, check that the account's "
+                "network rules admit this host")
+    return "check the credentials in the address"
+
+
+def _list_fix(addr: StorageAddress) -> str:
+    return {
+        "s3": "grant s3:ListBucket on the bucket (for the sub-path prefix at least)",
+        "cw": "grant s3:ListBucket on the bucket (for the sub-path prefix at least)",
+        "gs": "grant storage.objects.list (roles/storage.objectUser) on the bucket",
+        "az": "grant 'Storage Blob Data Contributor' (it includes List) on the container",
+    }.get(addr.scheme, "make the directory readable") + \
+        "; `satchel storage policy` prints a complete policy"
 
 
 def _check_credentials(doc: Doctor, store: ObjectStore, addr: StorageAddress) -> None:
+    """One list request under the probe prefix: tells apart a wrong secret, a missing bucket,
+    a missing list permission and a store that does not answer."""
     try:
         store.list_page(_probe_prefix(addr), page_size=1)
     except NotFound as exc:
-        doc.fail("bucket", f"bucket '{addr.bucket}' does not exist ({exc.message})",
-                  "create the bucket first, or fix its name in the address")
+        doc.fail("bucket", exc.message,
+                 f"create the bucket '{addr.bucket}' first, or fix its name in the address")
     except PermissionDenied as exc:
-        if _reason(exc) == "invalid_credentials":
-            doc.fail("credentials", f"the store rejected the credentials: {exc.message}",
-                      "check the access key and secret (a wrong secret fails the signature)")
-        # Listing may simply not be granted; the round trip reports exactly what is missing.
-        doc.error("list", f"cannot list objects: {exc.message}",
-                  "grant list permission on the bucket (s3:ListBucket, storage.objects.list, "
-                  "Azure 'List' / Storage Blob Data Contributor)")
+        if _bad_credentials(exc):
+            doc.fail("credentials", exc.message, _credentials_fix(addr))
+        # Listing may simply not be granted; the round trip reports exactly what else is missing.
+        doc.error("list", exc.message, _list_fix(addr))
         return
+    except StorageUnavailable as exc:
+        doc.fail("reachability", exc.message, "check the endpoint, tls= and that the store "
+                 "answers S3/GCS/Azure API requests on that port")
     except SatchelError as exc:
-        doc.fail("credentials", f"the store did not answer a list request: {exc.message}",
-                  "check the endpoint, region and credentials")
+        doc.fail("bucket", exc.message, "check the endpoint, region and bucket name in the "
+                 "address")
     doc.ok("credentials")
 
 
@@ -322,94 +416,145 @@ def _probe_prefix(addr: StorageAddress) -> str:
     return f"{addr.path}/{PROBE_PREFIX}/" if addr.path else f"{PROBE_PREFIX}/"
 
 
-@dataclass
-class _Probe:
-    key: str
-    data: bytes
-    get_response: httpx.Response
+def _why(exc: Exception) -> str:
+    """An error's text for a finding: Satchel's message, or the HTTP client's error class and
+    text (httpx messages name the failure, never the signed URL)."""
+    if isinstance(exc, SatchelError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-@contextlib.contextmanager
-def _probe_object(doc: Doctor, store: ScopedStore) -> Iterator[_Probe | None]:
-    """Round trip under the sub-path; yields the probe for CORS checks, then deletes it."""
+# ---------------------------------------------------------------------- round trip
+
+
+def _round_trip(doc: Doctor, store: ScopedStore, addr: StorageAddress) -> None:
+    """Write a probe object under the sub-path through a presigned PUT, read it back (HEAD,
+    presigned GET, listing), create and abort a multipart upload, check CORS against it, and
+    delete it again whatever happened in between."""
     key = f"{PROBE_PREFIX}/{secrets.token_hex(8)}.txt"
-    data = f"satchel doctor probe {time.time()}\n".encode()
-    http = httpx.Client(timeout=doc.options.timeout * 2)
+    data = f"satchel doctor probe {doc.options.clock()}\n".encode()
     written = False
+    with httpx.Client(timeout=doc.options.timeout * 2) as http:
+        try:
+            if store.store.scheme == "file":
+                # The local bucket is served by the Satchel server itself; check the directory
+                # directly (the blob endpoint is covered by the conformance suite).
+                written = _local_round_trip(doc, store, key, data)
+                return
+            written = _write_probe(doc, store, http, key, data, addr)
+            if not written:
+                return
+            _check_head(doc, store, key, data)
+            _check_read(doc, store, http, key, data)
+            _check_listing(doc, store, key, addr)
+            _check_multipart(doc, store, key)
+            _check_cors(doc, store, http, key, addr)
+        finally:
+            if written:
+                _delete_probe(doc, store, key)
+
+
+def _write_probe(doc: Doctor, store: ScopedStore, http: httpx.Client, key: str, data: bytes,
+                 addr: StorageAddress) -> bool:
+    fix = {
+        "s3": "grant s3:PutObject on the bucket path",
+        "cw": "grant s3:PutObject on the bucket path",
+        "gs": "grant storage.objects.create (roles/storage.objectUser) on the bucket",
+        "az": "grant 'Storage Blob Data Contributor' on the container (SAS needs 'Write' and "
+              "'Create')",
+    }.get(addr.scheme, "grant write permission")
+    if addr.kms_key:
+        fix += f"; with SSE-KMS also kms:GenerateDataKey on {addr.kms_key}"
     try:
-        if store.store.scheme == "file":
-            # The local bucket is served by the Satchel server itself; check the directory
-            # directly (the blob endpoint is covered by the conformance suite).
-            _local_round_trip(doc, store, key, data)
-            written = True
-            yield None
-            return
-        put = store.presign_put(key, expires_in=300, size=len(data))
+        put = store.presign_put(key, expires_in=PROBE_EXPIRES, size=len(data))
         resp = http.request("PUT", put.url, headers=put.headers, content=data)
-        if resp.status_code >= 300:
-            doc.error("write", f"presigned PUT failed with HTTP {resp.status_code}: "
-                      f"{_store_message(resp)}",
-                      "grant write permission (s3:PutObject, storage.objects.create, Azure "
-                      "'Write'/'Create'); if a KMS key is set, grant kms:GenerateDataKey")
-            yield None
-            return
-        written = True
-        doc.ok("write")
-        _check_clock(doc, resp)
+    except (SatchelError, httpx.HTTPError) as exc:
+        doc.error("write", f"cannot upload through a presigned PUT: {_why(exc)}", fix)
+        return False
+    # Any answer carries the store's clock; a skewed clock is also why signatures fail.
+    _check_clock(doc, resp)
+    if resp.status_code >= 300:
+        doc.error("write", f"presigned PUT of {store.full_key(key)} failed with HTTP "
+                  f"{resp.status_code} {_store_message(resp)}", fix)
+        return False
+    doc.ok("write")
+    return True
+
+
+def _check_head(doc: Doctor, store: ScopedStore, key: str, data: bytes) -> None:
+    try:
         info = store.head(key)
-        if info is None or info.size != len(data):
-            doc.error("head", "the object just written is not visible to HEAD with its size",
-                      "check read-after-write consistency and s3:GetObject permission")
-        else:
-            doc.ok("head")
-        get = store.presign_get(key, expires_in=300)
-        got = http.request("GET", get.url, headers=get.headers)
-        if got.status_code != 200 or got.content != data:
-            doc.error("read", f"presigned GET returned HTTP {got.status_code}"
-                      + ("" if got.status_code != 200 else " with different bytes"),
-                      "grant read permission (s3:GetObject, storage.objects.get, Azure 'Read')")
-        else:
-            doc.ok("read")
-        _check_listing(doc, store, key)
-        _check_multipart(doc, store, key)
-        yield _Probe(key, data, got)
     except SatchelError as exc:
-        doc.error("round-trip", f"round trip under the sub-path failed: {exc.message}",
-                  "grant read, write, list and delete on the bucket path")
-        yield None
-    finally:
-        if written:
-            _delete_probe(doc, store, key)
-        http.close()
+        doc.error("head", f"cannot read the metadata of the object just written: {exc.message}",
+                  "grant read permission on the bucket path (s3:GetObject, storage.objects.get, "
+                  "Azure 'Read')")
+        return
+    if info is None or info.size != len(data):
+        doc.error("head", "the object just written is not visible to HEAD with its size "
+                  f"({'missing' if info is None else f'{info.size} bytes, expected {len(data)}'})",
+                  "use a store with read-after-write consistency; Satchel checks every upload "
+                  "with HEAD before committing it")
+        return
+    doc.ok("head")
 
 
-def _local_round_trip(doc: Doctor, store: ScopedStore, key: str, data: bytes) -> None:
+def _check_read(doc: Doctor, store: ScopedStore, http: httpx.Client, key: str,
+                data: bytes) -> None:
+    fix = ("grant read permission on the bucket path (s3:GetObject, storage.objects.get, Azure "
+           "'Read')")
+    try:
+        get = store.presign_get(key, expires_in=PROBE_EXPIRES)
+        got = http.request("GET", get.url, headers=get.headers)
+    except (SatchelError, httpx.HTTPError) as exc:
+        doc.error("read", f"cannot download through a presigned GET: {_why(exc)}", fix)
+        return
+    if got.status_code != 200:
+        doc.error("read", f"presigned GET returned HTTP {got.status_code} "
+                  f"{_store_message(got)}", fix)
+    elif got.content != data:
+        doc.error("read", "presigned GET returned different bytes than were uploaded",
+                  "check for a proxy or gateway that rewrites object bodies")
+    else:
+        doc.ok("read")
+
+
+def _local_round_trip(doc: Doctor, store: ScopedStore, key: str, data: bytes) -> bool:
     try:
         store.put_bytes(key, data)
     except (SatchelError, OSError) as exc:
-        doc.fail("write", f"cannot write into the directory: {exc}",
-                 "make the directory writable by the user running Satchel")
+        doc.error("write", f"cannot write into the directory: {exc}",
+                  "make the directory writable by the user running Satchel")
+        return False
     doc.ok("write")
-    if store.get_bytes(key) != data:
+    try:
+        same = store.get_bytes(key) == data
+    except (SatchelError, OSError) as exc:
+        doc.error("read", f"cannot read the probe back: {exc}",
+                  "make the directory readable by the user running Satchel")
+        return True
+    if not same:
         doc.error("read", "the probe object reads back different bytes", "check the disk")
     else:
         doc.ok("read")
-    _check_listing(doc, store, key)
+    _check_listing(doc, store, key, None)
     _check_multipart(doc, store, key)
+    return True
 
 
-def _check_listing(doc: Doctor, store: ScopedStore, key: str) -> None:
+def _check_listing(doc: Doctor, store: ScopedStore, key: str,
+                   addr: StorageAddress | None) -> None:
     if any(f.check == "list" for f in doc.report.findings):
-        return
+        return  # already reported by the credentials check
+    fix = _list_fix(addr) if addr is not None else "make the directory readable"
     try:
-        keys = [o.key for o in store.list_page(f"{PROBE_PREFIX}/", page_size=1000).objects]
+        keys = [o.key for o in store.list_page(key, page_size=10).objects]
     except SatchelError as exc:
-        doc.error("list", f"cannot list objects: {exc.message}",
-                  "grant list permission (s3:ListBucket, storage.objects.list, Azure 'List')")
+        doc.error("list", exc.message, fix)
         return
     if key not in keys:
-        doc.error("list", "the object just written does not appear in a listing of its prefix",
-                  "grant list permission on the bucket path")
+        doc.error("list", f"the object just written ({store.full_key(key)}) does not appear "
+                  "in a listing of its prefix", "use a store whose listings are consistent "
+                  "after writes; " + fix)
         return
     doc.ok("list")
 
@@ -422,31 +567,31 @@ def _check_multipart(doc: Doctor, store: ScopedStore, key: str) -> None:
         store.abort_multipart(upload)
     except SatchelError as exc:
         doc.error("multipart", f"cannot create and abort a multipart upload: {exc.message}",
-                  "grant s3:AbortMultipartUpload and s3:ListMultipartUploadParts (or the "
-                  "provider's equivalent); large files need multipart")
+                  "grant s3:PutObject, s3:AbortMultipartUpload and s3:ListMultipartUploadParts "
+                  "(or the provider's equivalent); files over the part size need multipart")
         return
     doc.ok("multipart")
 
 
 def _delete_probe(doc: Doctor, store: ScopedStore, key: str) -> None:
+    fix = ("grant delete permission on the bucket path (s3:DeleteObject, "
+           "storage.objects.delete, Azure 'Delete'): without it the garbage collector cannot "
+           f"free space; then remove the probe object {store.full_key(key)} by hand")
     try:
         result = store.delete_many([key])
         gone = key in result.deleted and store.head(key) is None
     except SatchelError as exc:
-        doc.error("delete", f"cannot delete objects: {exc.message}",
-                  "grant delete permission (s3:DeleteObject, storage.objects.delete, Azure "
-                  f"'Delete'); remove the probe object {key} by hand")
+        doc.error("delete", f"cannot delete the probe object: {exc.message}", fix)
         return
     if not gone:
-        reason = "; ".join(result.failed.values()) or "object still present"
-        doc.error("delete", f"cannot delete objects ({reason})",
-                  "grant delete permission (s3:DeleteObject, storage.objects.delete, Azure "
-                  "'Delete'); without it the garbage collector cannot free space")
+        reason = "; ".join(result.failed.values()) or "the object is still there afterwards"
+        doc.error("delete", f"cannot delete the probe object ({reason})", fix)
         return
     doc.ok("delete")
 
 
 def _store_message(resp: httpx.Response) -> str:
+    """The store's error code from an S3/GCS/Azure XML body, else the start of the body."""
     text = resp.text
     m = re.search(r"<Code>([^<]+)</Code>", text)
     return m.group(1) if m else (text[:120].strip() or resp.reason_phrase)
@@ -460,22 +605,57 @@ def _check_clock(doc: Doctor, resp: httpx.Response) -> None:
         remote = parsedate_to_datetime(date).timestamp()
     except (TypeError, ValueError):
         return
-    skew = abs(remote - time.time())
-    if skew > 15 * 60:
-        doc.error("clock", f"this host's clock differs from the store's by {skew:.0f} s",
-                  "synchronise the clock (NTP); stores reject signatures more than 15 minutes "
-                  "off")
-    elif skew > 120:
-        doc.warn("clock", f"this host's clock differs from the store's by {skew:.0f} s",
-                 "synchronise the clock (NTP) before presigned URLs start failing")
+    skew = remote - doc.options.clock()
+    ahead = "ahead of" if skew > 0 else "behind"
+    message = (f"the store's clock is {abs(skew):.0f} s {ahead} this host's (store Date: "
+               f"{date})")
+    if abs(skew) > CLOCK_ERROR_SECONDS:
+        doc.error("clock", message + "; presigned URLs are refused this far off",
+                  "synchronise this host's clock with NTP (e.g. chrony or systemd-timesyncd); "
+                  "stores reject signatures more than 15 minutes off")
+    elif abs(skew) > CLOCK_WARNING_SECONDS:
+        doc.warn("clock", message, "synchronise this host's clock with NTP before presigned "
+                 "URLs start failing (stores refuse them 15 minutes off)")
     else:
         doc.ok("clock")
 
 
 # ---------------------------------------------------------------------- CORS
 
+# Methods a browser sends without listing them in Access-Control-Allow-Methods (Fetch spec).
+_SAFELISTED_METHODS = {"GET", "HEAD", "POST"}
+_POLICY_PROVIDER = {"s3": "s3", "cw": "cw", "gs": "gcs", "az": "azure"}
 
-def _check_cors(doc: Doctor, store: ScopedStore, probe: _Probe, addr: StorageAddress) -> None:
+
+def _header_set(value: str) -> set[str]:
+    return {v.strip().lower() for v in value.split(",") if v.strip()}
+
+
+def _preflight_problem(resp: httpx.Response, origin: str, method: str,
+                       wanted: list[str]) -> str | None:
+    """Why a browser would refuse this preflight answer (None: it would accept it)."""
+    allow_origin = resp.headers.get("access-control-allow-origin")
+    if resp.status_code >= 300 or allow_origin not in {origin, "*"}:
+        return (f"the CORS preflight for {method} from origin {origin} is refused (HTTP "
+                f"{resp.status_code}, Access-Control-Allow-Origin: {allow_origin or 'none'})")
+    allow_methods = resp.headers.get("access-control-allow-methods", "")
+    methods = {m.upper() for m in _header_set(allow_methods)}
+    if method not in _SAFELISTED_METHODS and method not in methods and "*" not in methods:
+        return (f"CORS does not allow {method} from origin {origin} (Access-Control-Allow-"
+                f"Methods: {allow_methods or 'none'}): browsers cannot upload")
+    allowed = _header_set(resp.headers.get("access-control-allow-headers", ""))
+    missing = [h for h in wanted if h not in allowed and "*" not in allowed]
+    if missing:
+        return (f"CORS does not allow the request header(s) {', '.join(missing)} on {method} "
+                f"from origin {origin} (Access-Control-Allow-Headers: "
+                f"{resp.headers.get('access-control-allow-headers') or 'none'})")
+    return None
+
+
+def _check_cors(doc: Doctor, store: ScopedStore, http: httpx.Client, key: str,
+                addr: StorageAddress) -> None:
+    """Preflight PUT, GET and HEAD from the instance origin the way a browser does, then a real
+    GET with an Origin to see whether ETag is exposed (browsers need it for multipart)."""
     origin = doc.options.origin
     if not store.capabilities.needs_cors:
         doc.ok("cors")
@@ -484,49 +664,84 @@ def _check_cors(doc: Doctor, store: ScopedStore, probe: _Probe, addr: StorageAdd
         doc.warn("cors", "CORS was not checked because no instance origin is known",
                  "pass --origin https://your-satchel-host (the server does this itself)")
         return
-    fix = ("apply the CORS document printed by `satchel storage policy` for this provider "
-           f"(allow origin {origin}, methods GET, PUT, HEAD, expose ETag)")
-    put = store.presign_put(probe.key + ".cors", expires_in=300, size=1)
-    get = store.presign_get(probe.key, expires_in=300)
-    with httpx.Client(timeout=doc.options.timeout * 2) as http:
-        any_cors = False
-        failed = False
+    fix = (f"apply the CORS document printed by `satchel storage policy --provider "
+           f"{_POLICY_PROVIDER.get(addr.scheme, addr.scheme)}`: allow origin {origin}, methods "
+           "GET, PUT and HEAD, all request headers, and expose ETag")
+    if addr.scheme == "az":
+        fix += " (Azure keeps CORS on the storage account's Blob service, not the container)"
+    errors_before = len(doc.report.errors)
+    try:
+        # The PUT URL is only preflighted, never used: nothing is written.
+        put = store.presign_put(key + ".cors", expires_in=PROBE_EXPIRES, size=1)
+        get = store.presign_get(key, expires_in=PROBE_EXPIRES)
+        answered = False
+        refused: list[str] = []
         for method, req in (("PUT", put), ("GET", get), ("HEAD", get)):
-            req_headers = sorted({h.lower() for h in req.headers} | ({"content-type"}
-                                                                     if method == "PUT" else set()))
+            wanted = sorted({h.lower() for h in req.headers}
+                            | ({"content-type"} if method == "PUT" else set()))
             headers = {"Origin": origin, "Access-Control-Request-Method": method}
-            if req_headers:
-                headers["Access-Control-Request-Headers"] = ",".join(req_headers)
+            if wanted:
+                headers["Access-Control-Request-Headers"] = ",".join(wanted)
             resp = http.request("OPTIONS", req.url, headers=headers)
-            allow_origin = resp.headers.get("access-control-allow-origin")
-            allow_methods = resp.headers.get("access-control-allow-methods", "")
-            if allow_origin:
-                any_cors = True
-            if resp.status_code >= 300 or allow_origin not in {origin, "*"}:
-                failed = True
-                if any_cors or allow_origin:
-                    doc.error("cors", f"CORS preflight for {method} from origin {origin} is "
-                              f"refused (HTTP {resp.status_code}, allowed origin "
-                              f"{allow_origin or 'none'})", fix)
-                continue
-            methods = {m.strip().upper() for m in allow_methods.split(",") if m.strip()}
-            if methods and method not in methods and "*" not in methods:
-                failed = True
-                doc.error("cors", f"CORS allows {', '.join(sorted(methods))} but not {method}",
-                          fix)
-        if not any_cors:
-            doc.error("cors", f"the bucket has no CORS rule for origin {origin}: browsers "
-                      "cannot upload or download", fix)
+            if resp.headers.get("access-control-allow-origin"):
+                answered = True
+            problem = _preflight_problem(resp, origin, method, wanted)
+            if problem:
+                refused.append(problem)
+        if not answered:
+            doc.error("cors", f"the bucket has no CORS rule for origin {origin}: the PUT, GET "
+                      "and HEAD preflights were all refused, so browsers cannot upload or "
+                      "download", fix)
             return
+        for problem in refused:
+            doc.error("cors", problem, fix)
         resp = http.request("GET", get.url, headers={"Origin": origin, **get.headers})
-        exposed = {h.strip().lower() for h in
-                   resp.headers.get("access-control-expose-headers", "").split(",")}
-        if "etag" not in exposed and "*" not in exposed:
-            failed = True
-            doc.error("cors", "CORS does not expose the ETag header: browsers cannot complete "
-                      "multipart uploads", fix)
-    if not failed:
+        if resp.headers.get("access-control-allow-origin") in {origin, "*"}:
+            exposed = _header_set(resp.headers.get("access-control-expose-headers", ""))
+            if "etag" not in exposed and "*" not in exposed:
+                doc.error("cors", "CORS does not expose the ETag header (Access-Control-Expose-"
+                          "Headers: "
+                          f"{resp.headers.get('access-control-expose-headers') or 'none'}): "
+                          "browsers cannot complete multipart uploads", fix)
+    except (SatchelError, httpx.HTTPError) as exc:
+        doc.error("cors", f"could not check CORS: {_why(exc)}", fix)
+        return
+    if len(doc.report.errors) == errors_before:
         doc.ok("cors")
+
+
+# ---------------------------------------------------------------------- checksums
+
+
+def _check_checksum(doc: Doctor, store: ScopedStore) -> None:
+    """Does the store verify a client-declared SHA-256? Stores that can find out (S3) upload a
+    small object with a deliberately wrong checksum under the probe prefix: a store that
+    refuses it verifies SHA-256 (and Satchel's uploads bind it); one that accepts it gets
+    Content-MD5 only. Run only once writing and deleting are known to work, so an accepted
+    probe can be removed again."""
+    if "write" not in doc.report.passed or "delete" not in doc.report.passed:
+        return
+    if store.capabilities.verifies_sha256:
+        doc.ok("checksum-sha256")
+        return
+    raw = store.store
+    if not isinstance(raw, ChecksumProbe):
+        return
+    probe_key = store.full_key(f"{PROBE_PREFIX}/{secrets.token_hex(8)}.sha256")
+    try:
+        caps = raw.probe_checksum_support(probe_key)
+    except SatchelError as exc:
+        doc.warn("checksum", f"could not find out whether the store verifies SHA-256 "
+                 f"checksums: {exc.message}", "uploads are verified with Content-MD5 only; "
+                 "re-run the doctor once the store answers")
+        return
+    if caps.verifies_sha256:
+        doc.ok("checksum-sha256")
+    else:
+        doc.warn("checksum", "the store accepted an upload whose x-amz-checksum-sha256 was "
+                 "wrong: it does not verify SHA-256, so uploads are verified with Content-MD5 "
+                 "only", "nothing is required to use the bucket; for end-to-end SHA-256 "
+                 "verification use a store version that supports S3 additional checksums")
 
 
 # ---------------------------------------------------------------------- bucket state
@@ -535,7 +750,7 @@ def _check_cors(doc: Doctor, store: ScopedStore, probe: _Probe, addr: StorageAdd
 def _check_kms(doc: Doctor, addr: StorageAddress) -> None:
     if not addr.kms_key:
         return
-    if any(f.check in {"write", "round-trip"} for f in doc.report.errors):
+    if doc.failed("write"):
         doc.error("kms", f"writing with KMS key {addr.kms_key} failed",
                   "grant kms:GenerateDataKey and kms:Decrypt on the key to the bucket identity, "
                   "and check the key is in the bucket's region")
@@ -554,16 +769,18 @@ def _check_bucket_settings(doc: Doctor, store: ObjectStore) -> None:
                  "s3:GetLifecycleConfiguration (or the provider's equivalent) so the doctor "
                  "can check them")
         return
-    if state.versioning and not state.cleanup_rules:
-        doc.warn("versioning", "versioning is enabled: objects the garbage collector deletes "
-                 "stay as noncurrent versions and keep costing storage",
-                 "add a lifecycle rule that expires noncurrent versions (e.g. after 7 days)")
+    if state.versioning and not state.expires_noncurrent:
+        doc.warn("versioning", "versioning is enabled and no lifecycle rule expires noncurrent "
+                 "versions: objects the garbage collector deletes stay as noncurrent versions "
+                 "and keep costing storage",
+                 "add a lifecycle rule that expires noncurrent versions (e.g. "
+                 "NoncurrentVersionExpiration after 7 days), or suspend versioning")
     if state.soft_delete_days:
         doc.warn("soft-delete", f"soft delete keeps deleted objects for {state.soft_delete_days} "
                  "days after garbage collection", "shorten or disable it if space must be "
                  "freed promptly")
     for rule in state.expiring_rules:
-        doc.warn("lifecycle", f"lifecycle rule expires or moves live data: {rule}",
-                 "remove the rule or scope it away from Satchel's path; artifacts would "
-                 "disappear behind Satchel's back")
+        doc.warn("lifecycle", f"a lifecycle rule expires or archives live data: {rule}",
+                 "remove the rule or scope it to a prefix outside Satchel's path; otherwise "
+                 "artifacts disappear (or become unreadable) behind Satchel's back")
     doc.ok("bucket-settings")

@@ -7,9 +7,14 @@ other control characters and no backslash, and is at most 1024 bytes of UTF-8 (t
 
 from __future__ import annotations
 
+import re
+
 from satchel.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
+# One pass for the common case (signing 100k URLs validates 100k keys): printable characters
+# other than backslash, no leading/trailing '/', no '//', no '.' or '..' segment.
+_SAFE = re.compile(r"(?!/)(?!.*//)(?!.*/$)(?!(?:.*/)?\.{1,2}(?:/|$))[^\x00-\x1f\x7f\\]+")
 
 
 def _problem(key: str) -> str | None:
@@ -35,6 +40,9 @@ def _problem(key: str) -> str | None:
 
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged if safe, else raise InvalidKey naming the rule it broke."""
+    if _SAFE.fullmatch(key) is not None and (len(key) <= MAX_KEY_BYTES // 4
+                                             or len(key.encode()) <= MAX_KEY_BYTES):
+        return key
     problem = _problem(key)
     if problem is not None:
         raise InvalidKey(

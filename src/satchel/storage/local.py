@@ -529,8 +529,14 @@ def _read_text(path: Path) -> str | None:
 
 
 def open_local(address: StorageAddress, context: StoreContext) -> LocalStore:
-    return LocalStore(
-        Path(address.bucket), public_url=context.public_url,
-        instance_secret=context.instance_secret,
-    )
+    try:
+        return LocalStore(
+            Path(address.bucket), public_url=context.public_url,
+            instance_secret=context.instance_secret,
+        )
+    except OSError as exc:
+        raise StorageError(
+            f"cannot use {address.bucket} as a local bucket: {exc.strerror}; it must be a "
+            "directory the Satchel server can create and write"
+        ) from exc
 

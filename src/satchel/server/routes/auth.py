@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
 
 from satchel.server.deps import DB, SESSION_COOKIE, Ctx, CurrentUser
 from satchel.server.schemas import (
@@ -63,6 +65,9 @@ def create_key(body: CreateApiKey, who: CurrentUser, db: DB) -> NewApiKeyOut:
 
 
 @router.delete("/api-keys/{key_id}", response_model=ApiKeyOut)
-def revoke_key(key_id: int, who: CurrentUser, db: DB) -> ApiKeyOut:
+def revoke_key(
+    # Bounded to the id column (INTEGER): a larger number is bad input, not a database error.
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], who: CurrentUser, db: DB
+) -> ApiKeyOut:
     """Revoke a key: it stops working at once."""
     return ApiKeyOut.model_validate(users.revoke_api_key(db, who, key_id))

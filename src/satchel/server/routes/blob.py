@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from satchel.errors import InvalidInput, NotFound, RangeNotSatisfiable
 from satchel.server.deps import Ctx
@@ -25,6 +26,11 @@ _FLUSH = 1024 * 1024
 
 def _store(ctx: Ctx, store_id: str) -> LocalStore:
     store = ctx.local_stores.get(store_id)
+    if store is None:
+        # A team created on another replica may use a local bucket this process has not
+        # opened yet.
+        with ctx.db.session() as db:
+            store = ctx.storage.local_store(db, store_id)
     if store is None:
         raise NotFound("no such bucket on this server")
     return store
@@ -45,6 +51,10 @@ def _check_range(header: str | None, size: int) -> None:
                                   details={"size": size})
     if start != "" and end != "" and int(end) < int(start):
         raise InvalidInput("malformed Range header: end is before start")
+    if start == "" and (int(end) == 0 or size == 0):
+        # A suffix range of an empty object (or of zero bytes) selects nothing (RFC 9110 14.1.2).
+        raise RangeNotSatisfiable(f"a suffix range needs at least one of the object's {size} "
+                                  "bytes", details={"size": size})
 
 
 @router.api_route("/blob/{store_id}/{key:path}", methods=["GET", "HEAD"])
@@ -86,6 +96,13 @@ async def put_blob(store_id: str, key: str, request: Request, ctx: Ctx) -> Respo
         if buf:
             await run_in_threadpool(writer.write, bytes(buf))
         info = await run_in_threadpool(writer.commit)
+    except ClientDisconnect:
+        # An interrupted upload (network drop, cancelled transfer) is the client's business,
+        # not a server error: answer like any refused upload instead of logging a traceback.
+        writer.abort()
+        raise InvalidInput(
+            "the upload was interrupted before the body was complete; nothing was stored"
+        ) from None
     except BaseException:
         # Client went away, checksum failed, disk full...: nothing is published.
         writer.abort()

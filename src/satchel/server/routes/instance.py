@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
-from satchel.server.deps import DB, Ctx, CurrentUser
-from satchel.services import instance
+from satchel.server.deps import DB, Ctx, CurrentUser, Info
+from satchel.server.schemas import AuditOut, InstanceStorageIn, InstanceStorageOut
+from satchel.services import audit, instance
 from satchel.services.authz import require_instance_admin
 from satchel.storage.doctor import DoctorOptions, run_doctor
 from satchel.storage.registry import StoreContext
@@ -64,3 +67,36 @@ async def doctor(body: DoctorRequest, ctx: Ctx, who: CurrentUser) -> DoctorOut:
     report = await run_in_threadpool(run_doctor, body.address.get_secret_value(), store_ctx,
                                      options)
     return DoctorOut.model_validate(report.to_dict())
+
+
+@router.get("/admin/storage", response_model=InstanceStorageOut)
+def show_storage(ctx: Ctx, db: DB, who: CurrentUser) -> InstanceStorageOut:
+    """The instance bucket (redacted), identity, organization ID and namespace."""
+    view = instance.show_instance_storage(db, ctx.storage, ctx.settings, who)
+    return InstanceStorageOut.model_validate(view, from_attributes=True)
+
+
+@router.put("/admin/storage", response_model=InstanceStorageOut)
+def set_storage(body: InstanceStorageIn, ctx: Ctx, db: DB, who: CurrentUser, info: Info
+                ) -> InstanceStorageOut:
+    """Set the instance bucket. The doctor runs first: errors block (400 bucket_check_failed),
+    warnings are returned. Refused once files were written (409 instance_storage_in_use)."""
+    view = instance.set_instance_storage(db, ctx.storage, ctx.settings, who,
+                                         body.address.get_secret_value(), body.path, info)
+    return InstanceStorageOut.model_validate(view, from_attributes=True)
+
+
+@router.get("/admin/audit", response_model=list[AuditOut])
+def audit_log(
+    db: DB, who: CurrentUser,
+    user: str | None = Query(default=None, max_length=64),
+    team: str | None = Query(default=None, max_length=63),
+    project: str | None = Query(default=None, max_length=128),
+    action: str | None = Query(default=None, max_length=64),
+    since: datetime | None = None,
+    limit: int = Query(default=100, ge=1, le=10_000),
+) -> list[AuditOut]:
+    """Audit events, newest first (instance admins only)."""
+    rows = audit.query(db, who, username=user, team=team, project=project, action=action,
+                       since=since, limit=limit)
+    return [AuditOut.model_validate(r) for r in rows]

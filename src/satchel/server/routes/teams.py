@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from satchel.server.deps import DB, CurrentUser
-from satchel.server.schemas import AddMember, CreateTeam, TeamOut
+from satchel.server.deps import DB, Ctx, CurrentUser
+from satchel.server.schemas import AddMember, CreateTeam, TeamOut, UpdateTeam
 from satchel.services import teams
+from satchel.services.team_storage import StorageSpec
 
 router = APIRouter(tags=["teams"])
 
@@ -16,9 +17,28 @@ def list_teams(who: CurrentUser, db: DB) -> list[TeamOut]:
 
 
 @router.post("/teams", response_model=TeamOut, status_code=201)
-def create_team(body: CreateTeam, who: CurrentUser, db: DB) -> TeamOut:
-    """Create a team; you become its admin."""
-    return TeamOut.model_validate(teams.create_team(db, who, body.name))
+def create_team(body: CreateTeam, who: CurrentUser, db: DB, ctx: Ctx) -> TeamOut:
+    """Create a team; you become its admin. Its storage (the instance bucket, or an external
+    bucket validated by the doctor) is fixed now and can never change."""
+    spec = None
+    if body.storage is not None:
+        s = body.storage
+        spec = StorageSpec(
+            type=s.type, bucket=s.bucket.get_secret_value() if s.bucket else None, path=s.path,
+            kms_key=s.kms_key, azure_tenant_id=s.azure_tenant_id,
+            azure_client_id=s.azure_client_id, create_bucket=s.create_bucket,
+        )
+    view = teams.create_team(db, who, body.name, storage=ctx.storage, settings=ctx.settings,
+                             spec=spec)
+    return TeamOut.model_validate(view)
+
+
+@router.patch("/teams/{team}", response_model=TeamOut)
+def update_team(team: str, body: UpdateTeam, who: CurrentUser, db: DB) -> TeamOut:
+    """Team settings. Storage cannot change after creation (409 team_storage_immutable)."""
+    if body.storage is not None:
+        teams.change_storage(db, who, team)
+    return TeamOut.model_validate(teams.show_team(db, who, team))
 
 
 @router.get("/teams/{team}", response_model=TeamOut)
