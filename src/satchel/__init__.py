@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from satchel.errors import SatchelError
+from satchel.sdk.artifact import Api, Artifact
 from satchel.sdk.client import Client, login
 
-__all__ = ["Client", "SatchelError", "__version__", "login"]
+__all__ = ["Api", "Artifact", "Client", "SatchelError", "__version__", "login"]

@@ -24,7 +24,8 @@ the code (see :func:`error_from_payload`), so the CLI can print ``TeamStorageImm
     │   ├── AlreadyExists             already_exists      409
     │   ├── TeamStorageImmutable      team_storage_immutable 409
     │   ├── StorageAlreadyClaimed     storage_already_claimed 409
-    │   └── InstanceStorageInUse      instance_storage_in_use 409
+    │   ├── InstanceStorageInUse      instance_storage_in_use 409
+    │   └── ArtifactIncomplete        artifact_incomplete 409
     ├── PayloadTooLarge               payload_too_large   413
     ├── StorageError                  storage_error       502
     │   └── StorageUnavailable        storage_unavailable 503
@@ -154,6 +155,13 @@ class StorageAlreadyClaimed(Conflict):
 
 class InstanceStorageInUse(Conflict):
     code = "instance_storage_in_use"
+
+
+class ArtifactIncomplete(Conflict):
+    """Commit refused: objects of the version are missing from the bucket or have the wrong
+    size/checksum; ``details["problems"]`` lists them. Upload them and commit again."""
+
+    code = "artifact_incomplete"
 
 
 class PayloadTooLarge(SatchelError):

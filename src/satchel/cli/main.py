@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from satchel.cli import admin, auth, db, projects, server, storage, teams
+from satchel.cli import admin, artifacts, auth, db, projects, server, storage, teams
 from satchel.cli.output import err_console, error_line
 from satchel.errors import ConfigError, SatchelError
 
@@ -23,6 +23,7 @@ app.command("whoami")(auth.whoami)
 app.add_typer(auth.keys_app, name="api-key")
 app.add_typer(teams.app, name="team")
 app.add_typer(projects.app, name="project")
+app.add_typer(artifacts.app, name="artifact")
 app.add_typer(storage.app, name="storage")
 app.add_typer(admin.app, name="admin")
 app.add_typer(db.app, name="db")

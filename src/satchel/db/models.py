@@ -187,3 +187,92 @@ class AuditEvent(Base):
     method: Mapped[str | None] = mapped_column(String(8))
     client_ip: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+# ---------------------------------------------------------------------------- artifacts
+# Issue 5 / DESIGN §6. Versions are content-addressed: ``digest`` is the SHA-256 over the
+# sorted manifest entries (services/artifacts.py:manifest_digest). A version is ``pending``
+# until commit verified every new object in the bucket; only then does it get its index
+# (v0, v1, ...) so abandoned uploads leave no gaps and are never listed.
+
+
+class ArtifactCollection(Base):
+    __tablename__ = "artifact_collections"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
+class ArtifactVersion(Base):
+    __tablename__ = "artifact_versions"
+    # NULL indexes (pending versions) do not collide on SQLite or PostgreSQL.
+    __table_args__ = (UniqueConstraint("collection_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("artifact_collections.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int | None] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | committed
+    description: Mapped[str] = mapped_column(Text, default="")
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    file_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    committed_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    # Lineage: the run that logged it (runs arrive with issue 7; no foreign key yet).
+    producing_run_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class ArtifactAlias(Base):
+    __tablename__ = "artifact_aliases"
+    __table_args__ = (UniqueConstraint("collection_id", "alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("artifact_collections.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(128))
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("artifact_versions.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class ArtifactEntry(Base):
+    """One manifest entry: a content-addressed file, or a reference (URI recorded, not copied)."""
+
+    __tablename__ = "artifact_entries"
+    __table_args__ = (UniqueConstraint("version_id", "path"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("artifact_versions.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    ref: Mapped[str | None] = mapped_column(String(2048))
+
+
+class ArtifactObject(Base):
+    """A content-addressed blob a team's bucket is known to hold (verified at commit)."""
+
+    __tablename__ = "artifact_objects"
+    __table_args__ = (UniqueConstraint("team_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

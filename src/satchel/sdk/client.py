@@ -168,6 +168,69 @@ class Client:
         )
         return result
 
+    # ----------------------------------------------------------------- artifacts
+
+    def _artifacts(self, team: str, project: str) -> str:
+        return f"{API}/teams/{team}/projects/{project}/artifacts"
+
+    def create_artifact_version(self, team: str, project: str, name: str, body: JSON) -> JSON:
+        result: JSON = self.request("POST", f"{self._artifacts(team, project)}/{name}/versions",
+                                    json=body)
+        return result
+
+    def complete_artifact_multipart(self, team: str, project: str, name: str, pending_id: int,
+                                    body: JSON) -> None:
+        self.request("POST", f"{self._artifacts(team, project)}/{name}/pending/{pending_id}"
+                     "/multipart", json=body)
+
+    def commit_artifact(self, team: str, project: str, name: str, pending_id: int,
+                        aliases: list[str]) -> JSON:
+        result: JSON = self.request(
+            "POST", f"{self._artifacts(team, project)}/{name}/pending/{pending_id}/commit",
+            json={"aliases": aliases})
+        return result
+
+    def artifact_collections(self, team: str, project: str) -> list[JSON]:
+        result: list[JSON] = self.request("GET", self._artifacts(team, project))
+        return result
+
+    def artifact_versions(self, team: str, project: str, name: str, *, deleted: bool = False
+                          ) -> list[JSON]:
+        result: list[JSON] = self.request(
+            "GET", f"{self._artifacts(team, project)}/{name}/versions",
+            params={"deleted": "true" if deleted else "false"})
+        return result
+
+    def artifact_version(self, team: str, project: str, name: str, ref: str) -> JSON:
+        result: JSON = self.request("GET",
+                                    f"{self._artifacts(team, project)}/{name}/versions/{ref}")
+        return result
+
+    def artifact_download(self, team: str, project: str, name: str, ref: str) -> JSON:
+        result: JSON = self.request(
+            "POST", f"{self._artifacts(team, project)}/{name}/versions/{ref}/download")
+        return result
+
+    def delete_artifact_version(self, team: str, project: str, name: str, ref: str) -> JSON:
+        result: JSON = self.request(
+            "DELETE", f"{self._artifacts(team, project)}/{name}/versions/{ref}")
+        return result
+
+    def restore_artifact_version(self, team: str, project: str, name: str, ref: str) -> JSON:
+        result: JSON = self.request(
+            "POST", f"{self._artifacts(team, project)}/{name}/versions/{ref}/restore")
+        return result
+
+    def set_artifact_alias(self, team: str, project: str, name: str, alias: str, version: str
+                           ) -> JSON:
+        result: JSON = self.request(
+            "PUT", f"{self._artifacts(team, project)}/{name}/aliases/{alias}",
+            json={"version": version})
+        return result
+
+    def remove_artifact_alias(self, team: str, project: str, name: str, alias: str) -> None:
+        self.request("DELETE", f"{self._artifacts(team, project)}/{name}/aliases/{alias}")
+
     # ----------------------------------------------------------------- instance & storage
 
     def instance_storage(self) -> JSON:

@@ -17,6 +17,7 @@ from satchel.server.deps import AppContext
 from satchel.server.errors import install_error_handlers
 from satchel.server.middleware import RequestIdMiddleware
 from satchel.server.routes import (
+    artifacts,
     auth,
     blob,
     files,
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (auth, users, teams, projects, files, instance):
+    for module in (auth, users, teams, projects, files, artifacts, instance):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(blob.router)
     app.include_router(web.router)

@@ -218,3 +218,132 @@ class CreateProject(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     visibility: Literal["instance", "team"] = "instance"
     description: str = Field(default="", max_length=10_000)
+
+
+# ---------------------------------------------------------------------------- artifacts
+
+
+
+class ArtifactEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    ref: str | None = Field(default=None, min_length=1, max_length=2048,
+                            description="Reference entry: an external URI, recorded not copied.")
+
+
+class CreateArtifactVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = Field(default="", max_length=10_000)
+    metadata: dict[str, object] = Field(default_factory=dict)
+    entries: list[ArtifactEntryIn] = Field(max_length=1_000_000)
+
+
+class ArtifactVersionOut(Out):
+    id: int = Field(description="Identifies a pending version for commit.")
+    name: str
+    type: str
+    version: str | None = Field(description="v0, v1, ... once committed.")
+    digest: str
+    state: str
+    aliases: list[str]
+    description: str
+    metadata: dict[str, object]
+    size: int
+    file_count: int
+    created_at: datetime
+    committed_at: datetime | None
+    deleted_at: datetime | None
+
+
+class ArtifactUploadOut(Out):
+    sha256: str
+    size: int
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class ArtifactPartOut(Out):
+    number: int
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class ArtifactMultipartOut(Out):
+    sha256: str
+    size: int
+    upload_id: str
+    part_size: int
+    parts: list[ArtifactPartOut]
+
+
+class CreateArtifactVersionOut(Out):
+    version: ArtifactVersionOut
+    created: bool = Field(description="False: the manifest equals the latest version's.")
+    uploads: list[ArtifactUploadOut]
+    multipart: list[ArtifactMultipartOut]
+
+
+class CompletedPartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=256)
+
+
+class CompleteMultipartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    upload_id: str = Field(min_length=1, max_length=1024)
+    parts: list[CompletedPartIn] = Field(min_length=1, max_length=10_000)
+
+
+class CommitArtifactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    aliases: list[str] = Field(default_factory=list, max_length=100)
+
+
+class ArtifactCollectionOut(Out):
+    name: str
+    type: str
+    description: str
+    created_at: datetime
+    versions: int
+
+
+class ArtifactEntryOut(Out):
+    path: str
+    size: int
+    sha256: str | None
+    ref: str | None
+
+
+class ArtifactVersionDetailOut(BaseModel):
+    version: ArtifactVersionOut
+    entries: list[ArtifactEntryOut]
+
+
+class ArtifactDownloadEntryOut(Out):
+    path: str
+    size: int
+    sha256: str | None
+    ref: str | None
+    url: str | None
+    method: str | None
+    headers: dict[str, str]
+    expires_at: datetime | None
+
+
+class ArtifactDownloadOut(BaseModel):
+    version: ArtifactVersionOut
+    entries: list[ArtifactDownloadEntryOut]
+
+
+class SetAliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=1, max_length=128, description="vN or another alias.")

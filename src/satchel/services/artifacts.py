@@ -1,0 +1,585 @@
+"""Artifacts: versioned, content-addressed, deduplicated within a team (issue 5, DESIGN §6).
+
+Key layout, relative to the team's prefix (services/storage.py):
+
+    artifacts/sha256/<aa>/<bb>/<sha256>                       file contents, one object per hash
+    artifacts/manifests/<project>/<collection>/<digest>.json  a version's manifest
+
+Flow: :func:`create_version` records a *pending* version from a manifest and answers which
+objects the team's bucket still needs (presigned PUTs, or multipart part URLs for big files);
+the client uploads straight to the bucket; :func:`commit` HEADs every object the database does
+not already know, and only when all exist with the declared size (and SHA-256 where the store
+reports one) gives the version its index, moves ``latest`` and makes it visible, in the one
+request transaction. Every URL goes through :func:`files.issue_urls` or the same
+:func:`require_url_access` gate and is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from satchel.db.models import (
+    ArtifactAlias,
+    ArtifactCollection,
+    ArtifactEntry,
+    ArtifactObject,
+    ArtifactVersion,
+    Project,
+)
+from satchel.errors import ArtifactIncomplete, Conflict, InvalidInput, NotFound
+from satchel.services import audit
+from satchel.services.authz import Principal, require_url_access
+from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, IssuedUrl, issue_urls
+from satchel.services.storage import StorageRegistry
+from satchel.storage.base import CompletedPart
+from satchel.storage.keys import join_key, validate_key
+
+MiB = 1024 * 1024
+# Objects at least this large are uploaded as parallel multipart parts (module constants so
+# tests can lower them; a setting once someone needs to tune them).
+MULTIPART_THRESHOLD = 64 * MiB
+PART_SIZE = 16 * MiB
+MAX_METADATA_BYTES = 100_000
+LATEST = "latest"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_REF = re.compile(r"^v(\d{1,9})$")
+
+
+# ---------------------------------------------------------------------------- keys & digest
+
+
+def object_key(_: Project, sha256: str) -> str:
+    """Where a team keeps the bytes with this SHA-256 (relative to the team prefix)."""
+    if not _SHA.match(sha256):
+        raise InvalidInput("sha256 must be 64 lowercase hex characters")
+    return join_key("artifacts", "sha256", sha256[:2], sha256[2:4], sha256)
+
+
+def manifest_key(project: Project, collection: str, digest: str) -> str:
+    return join_key("artifacts", "manifests", project.name, collection, f"{digest}.json")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryIn:
+    path: str
+    size: int
+    sha256: str | None = None
+    ref: str | None = None
+
+
+def manifest_digest(entries: Sequence[EntryIn]) -> str:
+    """SHA-256 over the entries sorted by path: same files, same digest."""
+    rows = [[e.path, e.sha256, e.size, e.ref] for e in sorted(entries, key=lambda e: e.path)]
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- views
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionView:
+    name: str
+    type: str
+    description: str
+    created_at: datetime
+    versions: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionView:
+    id: int
+    name: str
+    type: str
+    version: str | None
+    digest: str
+    state: str
+    aliases: list[str]
+    description: str
+    metadata: dict[str, Any]
+    size: int
+    file_count: int
+    created_at: datetime
+    committed_at: datetime | None
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    path: str
+    size: int
+    sha256: str | None
+    ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    sha256: str
+    size: int
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartInstructions:
+    sha256: str
+    size: int
+    upload_id: str
+    part_size: int
+    parts: list[IssuedUrl]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    version: VersionView
+    created: bool
+    uploads: list[Upload] = field(default_factory=list)
+    multipart: list[MultipartInstructions] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadEntry:
+    path: str
+    size: int
+    sha256: str | None
+    ref: str | None
+    url: str | None
+    method: str | None
+    headers: dict[str, str]
+    expires_at: datetime | None
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise InvalidInput(
+            f"invalid {what} {value[:80]!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit", details={"field": what})
+    return value
+
+
+def _aliases(db: Session, version: ArtifactVersion) -> list[str]:
+    return sorted(db.scalars(select(ArtifactAlias.alias)
+                             .where(ArtifactAlias.version_id == version.id)))
+
+
+def _view(db: Session, c: ArtifactCollection, v: ArtifactVersion) -> VersionView:
+    return VersionView(
+        v.id, c.name, c.type, None if v.index is None else f"v{v.index}", v.digest, v.state,
+        _aliases(db, v), v.description, json.loads(v.metadata_json), v.size, v.file_count,
+        v.created_at, v.committed_at, v.deleted_at)
+
+
+def _collection(db: Session, project: Project, name: str, *, lock: bool = False
+                ) -> ArtifactCollection:
+    q = select(ArtifactCollection).where(ArtifactCollection.project_id == project.id,
+                                         ArtifactCollection.name == name,
+                                         ArtifactCollection.deleted_at.is_(None))
+    c = db.scalar(q.with_for_update() if lock else q)
+    if c is None:
+        raise NotFound(f"artifact '{project.team.name}/{project.name}/{name}' does not exist",
+                       details={"artifact": name})
+    return c
+
+
+def _resolve(db: Session, project: Project, c: ArtifactCollection, ref: str, *,
+             deleted: bool = False) -> ArtifactVersion:
+    """``vN`` or an alias -> a committed version (live, or soft-deleted when ``deleted``)."""
+    m = _VERSION_REF.match(ref)
+    if m:
+        v = db.scalar(select(ArtifactVersion).where(
+            ArtifactVersion.collection_id == c.id, ArtifactVersion.index == int(m.group(1))))
+    else:
+        v = db.scalar(select(ArtifactVersion).join(
+            ArtifactAlias, ArtifactAlias.version_id == ArtifactVersion.id).where(
+            ArtifactAlias.collection_id == c.id, ArtifactAlias.alias == ref))
+    if v is None or v.state != "committed" or (v.deleted_at is not None) != deleted:
+        state = "deleted " if deleted else ""
+        raise NotFound(f"no {state}version '{c.name}:{ref}' in "
+                       f"'{project.team.name}/{project.name}'",
+                       details={"artifact": f"{c.name}:{ref}"})
+    return v
+
+
+def _set_alias(db: Session, c: ArtifactCollection, alias: str, v: ArtifactVersion) -> None:
+    row = db.scalar(select(ArtifactAlias).where(ArtifactAlias.collection_id == c.id,
+                                                ArtifactAlias.alias == alias))
+    if row is None:
+        db.add(ArtifactAlias(collection_id=c.id, alias=alias, version_id=v.id))
+    else:  # an alias names one version per collection: setting it moves it
+        row.version_id = v.id
+    db.flush()
+
+
+def _move_latest(db: Session, c: ArtifactCollection) -> None:
+    """``latest`` names the highest live committed version (or nothing)."""
+    top = db.scalar(select(ArtifactVersion).where(
+        ArtifactVersion.collection_id == c.id, ArtifactVersion.state == "committed",
+        ArtifactVersion.deleted_at.is_(None)).order_by(ArtifactVersion.index.desc()).limit(1))
+    if top is not None:
+        _set_alias(db, c, LATEST, top)
+        return
+    row = db.scalar(select(ArtifactAlias).where(ArtifactAlias.collection_id == c.id,
+                                                ArtifactAlias.alias == LATEST))
+    if row is not None:
+        db.delete(row)
+        db.flush()
+
+
+def _entries(db: Session, v: ArtifactVersion) -> list[ArtifactEntry]:
+    return list(db.scalars(select(ArtifactEntry).where(ArtifactEntry.version_id == v.id)
+                           .order_by(ArtifactEntry.path)))
+
+
+def _validate_entries(entries: Sequence[EntryIn]) -> None:
+    seen: set[str] = set()
+    for e in entries:
+        validate_key(e.path)
+        if e.path in seen:
+            raise InvalidInput(f"path {e.path[:200]!r} appears twice in the manifest",
+                               details={"path": e.path})
+        seen.add(e.path)
+        if (e.sha256 is None) == (e.ref is None):
+            raise InvalidInput(f"entry {e.path[:200]!r} needs either sha256 (a file) or ref "
+                               "(a reference URI), not both", details={"path": e.path})
+        if e.sha256 is not None and not _SHA.match(e.sha256):
+            raise InvalidInput("sha256 must be 64 lowercase hex characters",
+                               details={"path": e.path})
+
+
+# ---------------------------------------------------------------------------- logging
+
+
+def create_version(
+    db: Session, storage: StorageRegistry, who: Principal, project: Project, name: str, *,
+    type: str, entries: Sequence[EntryIn], info: audit.RequestInfo, expires_in: int,
+    description: str = "", metadata: dict[str, Any] | None = None,
+) -> CreateResult:
+    """A pending version, plus what to upload; or the existing version when nothing changed."""
+    require_url_access(db, who, project, "PUT")
+    _check_name(name, "artifact name")
+    _check_name(type, "artifact type")
+    _validate_entries(entries)
+    meta = json.dumps(metadata or {}, sort_keys=True)
+    if len(meta) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+    c = db.scalar(select(ArtifactCollection).where(ArtifactCollection.project_id == project.id,
+                                                   ArtifactCollection.name == name,
+                                                   ArtifactCollection.deleted_at.is_(None)))
+    if c is None:
+        c = ArtifactCollection(team_id=project.team_id, project_id=project.id, name=name,
+                               type=type, description=description)
+        db.add(c)
+        db.flush()
+    elif c.type != type:
+        raise Conflict(f"artifact '{name}' has type '{c.type}', not '{type}'; use another name "
+                       "or the same type", details={"artifact": name, "type": c.type})
+    digest = manifest_digest(entries)
+    latest = db.scalar(select(ArtifactVersion).join(
+        ArtifactAlias, ArtifactAlias.version_id == ArtifactVersion.id).where(
+        ArtifactAlias.collection_id == c.id, ArtifactAlias.alias == LATEST))
+    if latest is not None and latest.digest == digest and latest.deleted_at is None:
+        return CreateResult(_view(db, c, latest), created=False)
+
+    v = ArtifactVersion(collection_id=c.id, digest=digest, state="pending",
+                        description=description, metadata_json=meta, created_by=who.user_id,
+                        size=sum(e.size for e in entries), file_count=len(entries))
+    db.add(v)
+    db.flush()
+    db.add_all([ArtifactEntry(version_id=v.id, path=e.path, sha256=e.sha256, size=e.size,
+                              ref=e.ref) for e in entries])
+    db.flush()
+    missing = _missing_objects(db, project, {e.sha256: e.size for e in entries if e.sha256})
+    bucket = storage.team_bucket(db, project.team)
+    caps = bucket.store.capabilities
+    big = {s: n for s, n in missing.items() if n >= MULTIPART_THRESHOLD and caps.multipart}
+    small = [(s, n) for s, n in sorted(missing.items()) if s not in big]
+    uploads: list[Upload] = []
+    for start in range(0, len(small), MAX_URLS_PER_REQUEST):
+        batch = small[start:start + MAX_URLS_PER_REQUEST]
+        issued = issue_urls(db, storage, who, project,
+                            [FileRequest(s, "PUT", n, s) for s, n in batch], info,
+                            expires_in=expires_in, key_of=object_key, action="artifact_presign")
+        uploads += [Upload(u.path, n, u.url, u.method, u.headers, u.expires_at)
+                    for u, (_, n) in zip(issued, batch, strict=True)]
+    multipart = [_start_multipart(db, storage, who, project, s, n, info, expires_in)
+                 for s, n in sorted(big.items())]
+    return CreateResult(_view(db, c, v), created=True, uploads=uploads, multipart=multipart)
+
+
+def _missing_objects(db: Session, project: Project, wanted: dict[str, int]) -> dict[str, int]:
+    """Hashes this team's bucket is not known to hold (dedup is per team, never across)."""
+    known: set[str] = set()
+    hashes = list(wanted)
+    for start in range(0, len(hashes), 1000):
+        known.update(db.scalars(select(ArtifactObject.sha256).where(
+            ArtifactObject.team_id == project.team_id,
+            ArtifactObject.sha256.in_(hashes[start:start + 1000]))))
+    return {s: n for s, n in wanted.items() if s not in known}
+
+
+def _part_size(size: int, min_part: int, max_parts: int) -> int:
+    part = max(PART_SIZE, min_part)
+    while -(-size // part) > max_parts:
+        part *= 2
+    return part
+
+
+def _start_multipart(db: Session, storage: StorageRegistry, who: Principal, project: Project,
+                     sha256: str, size: int, info: audit.RequestInfo, expires_in: int
+                     ) -> MultipartInstructions:
+    require_url_access(db, who, project, "PUT")  # the same gate as every other URL
+    bucket = storage.team_bucket(db, project.team)
+    caps = bucket.store.capabilities
+    part = _part_size(size, caps.min_part_size, caps.max_parts)
+    key = object_key(project, sha256)
+    upload = bucket.store.create_multipart(key)
+    count = max(1, -(-size // part))
+    parts = []
+    for n in range(1, count + 1):
+        length = min(part, size - (n - 1) * part)
+        s = bucket.store.presign_part(upload, n, expires_in=expires_in, size=length)
+        parts.append(IssuedUrl(str(n), s.method, s.url, dict(s.headers), s.expires_at))
+    audit.record(db, who, "artifact_presign", info, team=project.team.name,
+                 project=project.name, keys=[(bucket.store.full_key(key), "PUT")])
+    return MultipartInstructions(sha256, size, upload.upload_id, part, parts)
+
+
+def _pending(db: Session, project: Project, name: str, pending_id: int
+             ) -> tuple[ArtifactCollection, ArtifactVersion]:
+    c = _collection(db, project, name, lock=True)
+    v = db.get(ArtifactVersion, pending_id)
+    if v is None or v.collection_id != c.id or v.state != "pending":
+        raise NotFound(f"no pending version {pending_id} of artifact '{name}'",
+                       details={"pending_id": pending_id})
+    return c, v
+
+
+def complete_multipart(
+    db: Session, storage: StorageRegistry, who: Principal, project: Project, name: str,
+    pending_id: int, *, sha256: str, upload_id: str, parts: Sequence[tuple[int, str]],
+    info: audit.RequestInfo,
+) -> None:
+    require_url_access(db, who, project, "PUT")
+    _, v = _pending(db, project, name, pending_id)
+    if db.scalar(select(ArtifactEntry.id).where(ArtifactEntry.version_id == v.id,
+                                                ArtifactEntry.sha256 == sha256).limit(1)) is None:
+        raise InvalidInput(f"sha256 {sha256[:64]} is not part of pending version {pending_id}")
+    bucket = storage.team_bucket(db, project.team)
+    handle = bucket.store.multipart_for(object_key(project, sha256), upload_id)
+    bucket.store.complete_multipart(handle, [CompletedPart(n, etag) for n, etag in parts])
+    audit.record(db, who, "artifact_multipart_complete", info, team=project.team.name,
+                 project=project.name, keys=[(handle.key, "POST")])
+
+
+def commit(
+    db: Session, storage: StorageRegistry, who: Principal, project: Project, name: str,
+    pending_id: int, *, aliases: Sequence[str], info: audit.RequestInfo,
+) -> VersionView:
+    """Verify every new object, then make the version visible (one transaction)."""
+    require_url_access(db, who, project, "PUT")
+    for alias in aliases:
+        _check_custom_alias(alias)
+    c, v = _pending(db, project, name, pending_id)
+    entries = _entries(db, v)
+    files = {e.sha256: e.size for e in entries if e.sha256 is not None}
+    missing = _missing_objects(db, project, files)
+    bucket = storage.team_bucket(db, project.team)
+    problems: list[dict[str, Any]] = []
+    for sha, size in sorted(missing.items()):
+        head = bucket.store.head(object_key(project, sha))
+        if head is None:
+            problems.append({"sha256": sha, "problem": "missing"})
+        elif head.size != size:
+            problems.append({"sha256": sha, "problem": "size", "expected": size,
+                             "found": head.size})
+        elif head.sha256 is not None and head.sha256.lower() != sha:
+            problems.append({"sha256": sha, "problem": "sha256", "found": head.sha256})
+    if problems:
+        raise ArtifactIncomplete(
+            f"cannot commit '{name}': {len(problems)} object(s) are missing from the bucket or "
+            "differ from the manifest; upload them again and retry the commit",
+            details={"problems": problems[:100], "count": len(problems)})
+    manifest = {"format": 1, "collection": c.name, "type": c.type, "digest": v.digest,
+                "entries": [{"path": e.path, "size": e.size, "sha256": e.sha256}
+                            if e.ref is None else {"path": e.path, "size": e.size, "ref": e.ref}
+                            for e in entries]}
+    bucket.store.put_bytes(manifest_key(project, c.name, v.digest),
+                           json.dumps(manifest, indent=1).encode(),
+                           content_type="application/json")
+    now = datetime.now(UTC)
+    _record_objects(db, project.team_id, missing, now)
+    top = db.scalar(select(func.max(ArtifactVersion.index))
+                    .where(ArtifactVersion.collection_id == c.id))
+    v.index = 0 if top is None else top + 1
+    v.state = "committed"
+    v.committed_at = now
+    db.flush()
+    _set_alias(db, c, LATEST, v)
+    for alias in aliases:
+        _set_alias(db, c, alias, v)
+    audit.record(db, who, "artifact_commit", info, team=project.team.name,
+                 project=project.name, keys=[(f"{c.name}:v{v.index}", None)])
+    return _view(db, c, v)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def list_collections(db: Session, who: Principal, project: Project) -> list[CollectionView]:
+    require_url_access(db, who, project, "GET")
+    live = (select(ArtifactVersion.collection_id, func.count().label("n"))
+            .where(ArtifactVersion.state == "committed", ArtifactVersion.deleted_at.is_(None))
+            .group_by(ArtifactVersion.collection_id).subquery())
+    rows = db.execute(select(ArtifactCollection, live.c.n).join(
+        live, live.c.collection_id == ArtifactCollection.id).where(
+        ArtifactCollection.project_id == project.id, ArtifactCollection.deleted_at.is_(None))
+        .order_by(ArtifactCollection.name))
+    return [CollectionView(c.name, c.type, c.description, c.created_at, n) for c, n in rows]
+
+
+def list_versions(db: Session, who: Principal, project: Project, name: str, *,
+                  deleted: bool = False) -> list[VersionView]:
+    require_url_access(db, who, project, "GET")
+    c = _collection(db, project, name)
+    q = select(ArtifactVersion).where(ArtifactVersion.collection_id == c.id,
+                                      ArtifactVersion.state == "committed")
+    q = q.where(ArtifactVersion.deleted_at.is_not(None) if deleted
+                else ArtifactVersion.deleted_at.is_(None))
+    return [_view(db, c, v) for v in db.scalars(q.order_by(ArtifactVersion.index))]
+
+
+def get_version(db: Session, who: Principal, project: Project, name: str, ref: str
+                ) -> tuple[VersionView, list[EntryView]]:
+    require_url_access(db, who, project, "GET")
+    c = _collection(db, project, name)
+    v = _resolve(db, project, c, ref)
+    return _view(db, c, v), [EntryView(e.path, e.size, e.sha256, e.ref) for e in _entries(db, v)]
+
+
+def download_urls(db: Session, storage: StorageRegistry, who: Principal, project: Project,
+                  name: str, ref: str, info: audit.RequestInfo, *, expires_in: int
+                  ) -> tuple[VersionView, list[DownloadEntry]]:
+    require_url_access(db, who, project, "GET")
+    c = _collection(db, project, name)
+    v = _resolve(db, project, c, ref)
+    entries = _entries(db, v)
+    hashes = sorted({e.sha256 for e in entries if e.sha256 is not None})
+    urls: dict[str, IssuedUrl] = {}
+    for start in range(0, len(hashes), MAX_URLS_PER_REQUEST):
+        batch = hashes[start:start + MAX_URLS_PER_REQUEST]
+        for iu in issue_urls(db, storage, who, project, [FileRequest(s, "GET") for s in batch],
+                            info, expires_in=expires_in, key_of=object_key,
+                            action="artifact_presign"):
+            urls[iu.path] = iu
+    out = []
+    for e in entries:
+        u: IssuedUrl | None = urls.get(e.sha256) if e.sha256 else None
+        out.append(DownloadEntry(e.path, e.size, e.sha256, e.ref, u.url if u else None,
+                                 u.method if u else None,
+                                 dict(u.headers) if u else {}, u.expires_at if u else None))
+    return _view(db, c, v), out
+
+
+# ---------------------------------------------------------------------------- aliases, delete
+
+
+def _check_custom_alias(alias: str) -> None:
+    _check_name(alias, "alias")
+    if alias == LATEST or _VERSION_REF.match(alias):
+        raise InvalidInput(f"alias {alias!r} is reserved ('latest' moves by itself; vN names "
+                           "a version)", details={"alias": alias})
+
+
+def set_alias(db: Session, who: Principal, project: Project, name: str, alias: str,
+              ref: str, info: audit.RequestInfo) -> VersionView:
+    require_url_access(db, who, project, "PUT")
+    _check_custom_alias(alias)
+    c = _collection(db, project, name, lock=True)
+    v = _resolve(db, project, c, ref)
+    _set_alias(db, c, alias, v)
+    audit.record(db, who, "artifact_alias", info, team=project.team.name, project=project.name,
+                 keys=[(f"{c.name}:{alias}->v{v.index}", None)])
+    return _view(db, c, v)
+
+
+def remove_alias(db: Session, who: Principal, project: Project, name: str, alias: str,
+                 info: audit.RequestInfo) -> None:
+    require_url_access(db, who, project, "PUT")
+    _check_custom_alias(alias)
+    c = _collection(db, project, name, lock=True)
+    row = db.scalar(select(ArtifactAlias).where(ArtifactAlias.collection_id == c.id,
+                                                ArtifactAlias.alias == alias))
+    if row is None:
+        raise NotFound(f"artifact '{name}' has no alias '{alias}'", details={"alias": alias})
+    db.delete(row)
+    db.flush()
+    audit.record(db, who, "artifact_unalias", info, team=project.team.name,
+                 project=project.name, keys=[(f"{c.name}:{alias}", None)])
+
+
+def delete_version(db: Session, who: Principal, project: Project, name: str, ref: str,
+                   info: audit.RequestInfo) -> VersionView:
+    """Soft delete: invisible at once, restorable; the bytes stay until GC (not built yet)."""
+    require_url_access(db, who, project, "DELETE")
+    c = _collection(db, project, name, lock=True)
+    v = _resolve(db, project, c, ref)
+    v.deleted_at = datetime.now(UTC)
+    db.flush()
+    _move_latest(db, c)
+    audit.record(db, who, "artifact_delete", info, team=project.team.name,
+                 project=project.name, keys=[(f"{c.name}:v{v.index}", None)])
+    return _view(db, c, v)
+
+
+def restore_version(db: Session, who: Principal, project: Project, name: str, ref: str,
+                    info: audit.RequestInfo) -> VersionView:
+    require_url_access(db, who, project, "PUT")
+    c = _collection(db, project, name, lock=True)
+    v = _resolve(db, project, c, ref, deleted=True)
+    files = {e.sha256: e.size for e in _entries(db, v) if e.sha256 is not None}
+    freed = _missing_objects(db, project, files)
+    if freed:
+        # The garbage collector deletes object rows before the bytes: a version whose objects
+        # were freed after the retention window cannot come back.
+        raise ArtifactIncomplete(
+            f"cannot restore '{name}:{ref}': {len(freed)} of its objects were freed by garbage "
+            "collection after the retention window; log the files again instead",
+            details={"count": len(freed)})
+    v.deleted_at = None
+    db.flush()
+    _move_latest(db, c)
+    audit.record(db, who, "artifact_restore", info, team=project.team.name,
+                 project=project.name, keys=[(f"{c.name}:v{v.index}", None)])
+    return _view(db, c, v)
+
+
+def _record_objects(db: Session, team_id: int, sizes: dict[str, int], now: datetime) -> None:
+    """Insert object rows, ignoring ones a concurrent commit (another collection logging the
+    same bytes) inserted first: dedup must never turn a race into a 500."""
+    if not sizes:
+        return
+    rows = [{"team_id": team_id, "sha256": s, "size": n, "created_at": now}
+            for s, n in sizes.items()]
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(postgresql.insert(ArtifactObject).on_conflict_do_nothing(
+            index_elements=["team_id", "sha256"]), rows)
+    else:
+        db.execute(sqlite.insert(ArtifactObject).on_conflict_do_nothing(
+            index_elements=["team_id", "sha256"]), rows)
