@@ -177,3 +177,22 @@ def test_instance_bucket_doctor_errors_block_the_save(
     assert r.json()["error"]["code"] == "bucket_check_failed"
     assert "cannot use" in r.json()["error"]["message"]
     assert client.get(f"{API}/admin/storage", headers=admin_headers).json()["configured"] is False
+
+
+def test_audit_records_the_validated_request_id_not_raw_client_text(
+    client: TestClient, users: Users, admin_headers: dict[str, str]
+) -> None:
+    kay = users.create("kay")
+    client.post(f"{API}/teams", json={"name": "kappa"}, headers=kay)
+    client.post(f"{API}/teams/kappa/projects", json={"name": "demo"}, headers=kay)
+    for sent in ("good-request-id-0001", "bad id <script>\t"):
+        r = client.post(f"{API}/teams/kappa/projects/demo/files/urls",
+                        headers={**kay, "X-Request-ID": sent},
+                        json={"files": [{"path": "a.txt", "method": "GET"}]})
+        assert r.status_code == 200
+    events = client.get(f"{API}/admin/audit", params={"team": "kappa"},
+                        headers=admin_headers).json()
+    ids = [e["request_id"] for e in events]
+    assert "good-request-id-0001" in ids
+    assert not any(i and "<script>" in i for i in ids)
+    assert all(i for i in ids)  # the replacement id the middleware generated

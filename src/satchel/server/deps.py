@@ -14,6 +14,7 @@ from satchel.config import Settings
 from satchel.db.session import Database
 from satchel.errors import CsrfFailed, NotAuthenticated
 from satchel.logs import request_id_var
+from satchel.server.middleware import REQUEST_ID_SCOPE_KEY
 from satchel.services import users
 from satchel.services.audit import RequestInfo
 from satchel.services.authz import Principal
@@ -91,9 +92,10 @@ CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 def request_info(request: Request) -> RequestInfo:
     """Who asked from where, for the audit log."""
-    rid = request.headers.get("x-request-id") or request_id_var.get()
+    # The id the middleware accepted or generated, never the raw client header.
+    rid = request.scope.get(REQUEST_ID_SCOPE_KEY) or request_id_var.get()
     return RequestInfo(client_ip=request.client.host if request.client else None,
-                       request_id=rid[:64] if rid else None)
+                       request_id=rid if rid and rid != "-" else None)
 
 
 Info = Annotated[RequestInfo, Depends(request_info)]

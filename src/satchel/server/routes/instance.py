@@ -11,7 +11,6 @@ from satchel.server.schemas import AuditOut, InstanceStorageIn, InstanceStorageO
 from satchel.services import audit, instance
 from satchel.services.authz import require_instance_admin
 from satchel.storage.doctor import DoctorOptions, run_doctor
-from satchel.storage.registry import StoreContext
 
 router = APIRouter(tags=["instance"])
 
@@ -63,9 +62,8 @@ async def doctor(body: DoctorRequest, ctx: Ctx, who: CurrentUser) -> DoctorOut:
     require_instance_admin(who)
     options = DoctorOptions(path=body.path, origin=body.origin or ctx.settings.public_url,
                             deployment=ctx.settings.deployment)
-    store_ctx = StoreContext(ctx.settings.public_url, ctx.instance_secret)
-    report = await run_in_threadpool(run_doctor, body.address.get_secret_value(), store_ctx,
-                                     options)
+    report = await run_in_threadpool(run_doctor, body.address.get_secret_value(),
+                                     ctx.storage.context, options)
     return DoctorOut.model_validate(report.to_dict())
 
 
