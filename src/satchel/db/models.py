@@ -111,6 +111,8 @@ class Team(Base):
     # Redacted address and sub-path, for display and uniqueness checks.
     storage_display: Mapped[str | None] = mapped_column(String(1024))
     storage_path: Mapped[str] = mapped_column(String(512), default="")
+    # Default time-to-live of new artifact versions (seconds; NULL = keep forever).
+    artifact_ttl_seconds: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
@@ -167,6 +169,29 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(TZDateTime())
+
+
+class GcRun(Base):
+    """One garbage-collection run: who started it, what it freed, how it ended."""
+
+    __tablename__ = "gc_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | scheduled
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    team: Mapped[str | None] = mapped_column(String(63))  # NULL = every team
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed
+    started_by: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    objects_freed: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_freed: Mapped[int] = mapped_column(BigInteger, default=0)
+    versions_expired: Mapped[int] = mapped_column(Integer, default=0)
+    pending_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    multipart_aborted: Mapped[int] = mapped_column(Integer, default=0)
+    rows_missing_object: Mapped[int] = mapped_column(Integer, default=0)
+    report_json: Mapped[str] = mapped_column(Text, default="{}")  # per-team details
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEvent(Base):
