@@ -225,7 +225,7 @@ def _set_alias(db: Session, c: ArtifactCollection, alias: str, v: ArtifactVersio
     db.flush()
 
 
-def _move_latest(db: Session, c: ArtifactCollection) -> None:
+def move_latest(db: Session, c: ArtifactCollection) -> None:
     """``latest`` names the highest live committed version (or nothing)."""
     top = db.scalar(select(ArtifactVersion).where(
         ArtifactVersion.collection_id == c.id, ArtifactVersion.state == "committed",
@@ -540,7 +540,7 @@ def delete_version(db: Session, who: Principal, project: Project, name: str, ref
     v = _resolve(db, project, c, ref)
     v.deleted_at = datetime.now(UTC)
     db.flush()
-    _move_latest(db, c)
+    move_latest(db, c)
     audit.record(db, who, "artifact_delete", info, team=project.team.name,
                  project=project.name, keys=[(f"{c.name}:v{v.index}", None)])
     return _view(db, c, v)
@@ -562,7 +562,7 @@ def restore_version(db: Session, who: Principal, project: Project, name: str, re
             details={"count": len(freed)})
     v.deleted_at = None
     db.flush()
-    _move_latest(db, c)
+    move_latest(db, c)
     audit.record(db, who, "artifact_restore", info, team=project.team.name,
                  project=project.name, keys=[(f"{c.name}:v{v.index}", None)])
     return _view(db, c, v)
