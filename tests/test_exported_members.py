@@ -9,7 +9,8 @@ import types
 
 import satchel
 
-PINNED = ["Api", "Artifact", "Client", "SatchelError", "__version__", "login"]
+PINNED = ["Api", "Artifact", "Client", "Image", "Run", "SatchelError", "__version__", "finish",
+          "init", "log", "login"]
 
 
 def test_all_is_pinned() -> None:

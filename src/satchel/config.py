@@ -14,7 +14,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from satchel.errors import ConfigError
@@ -108,6 +115,46 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
     workers: int = Field(default=1, ge=1, le=64, description="Uvicorn worker processes.")
+    # Garbage collection of artifact objects (docs/gc.md).
+    gc_grace_seconds: int = Field(
+        default=86_400, ge=0,
+        description="The garbage collector never frees an object (or its row) younger than "
+        "this: uploads in progress finish safely.",
+    )
+    artifact_retention_seconds: int = Field(
+        default=30 * 86_400, ge=0,
+        description="How long a soft-deleted artifact version (or its collection or project) "
+        "stays restorable; garbage collection frees its objects after that.",
+    )
+    gc_interval_seconds: int = Field(
+        default=21_600, ge=0,
+        description="Seconds between scheduled garbage collections (any replica runs them, one "
+        "at a time); 0 disables the scheduled job (`satchel gc` still works).",
+    )
+    gc_pending_expiry_seconds: int = Field(
+        default=7 * 86_400, ge=1,
+        description="A pending artifact version (upload started, never committed) older than "
+        "this is dropped by garbage collection. At least SATCHEL_GC_GRACE_SECONDS.",
+    )
+    # Parquet export of finished runs into the team bucket (docs/runs-export.md).
+    export_interval_seconds: int = Field(
+        default=60, ge=0,
+        description="Seconds between sweeps that export finished runs (new or with records "
+        "since their last export) to Parquet in the team bucket; any replica sweeps, one at a "
+        "time. 0 disables the background export (on-demand export still works).",
+    )
+
+    # Crash detection of runs (docs/runs.md).
+    run_heartbeat_timeout_seconds: int = Field(
+        default=300, ge=1,
+        description="A running run with no sign of life (records or heartbeats) for this long "
+        "is marked crashed. Keep it well above the SDK's SATCHEL_HEARTBEAT_SECONDS.",
+    )
+    run_monitor_interval_seconds: int = Field(
+        default=60, ge=0,
+        description="Seconds between checks for crashed runs (one replica at a time does "
+        "them); 0 disables the check.",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -115,6 +162,22 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return v
+
+    @field_validator("gc_interval_seconds")
+    @classmethod
+    def _gc_interval(cls, v: int) -> int:
+        if 0 < v < 60:
+            raise ValueError("expected 0 (disabled) or at least 60 seconds")
+        return v
+
+    @field_validator("gc_pending_expiry_seconds")
+    @classmethod
+    def _pending_expiry(cls, v: int, info: ValidationInfo) -> int:
+        grace = info.data.get("gc_grace_seconds")
+        if isinstance(grace, int) and v < grace:
+            raise ValueError("must be at least SATCHEL_GC_GRACE_SECONDS: a pending upload is "
+                             "kept at least as long as the objects it uploads")
         return v
 
     @field_validator("supported_file_stores")
@@ -277,11 +340,21 @@ def user_config_path() -> Path:
     return root / "satchel" / "credentials.json"
 
 
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/satchel``, else ``~/.cache/satchel`` (SDK hash cache, resume journal,
+    download cache; see docs/transfer.md)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    root = Path(xdg) if xdg else Path("~/.cache").expanduser()
+    return root / "satchel"
+
+
 class ClientSettings(BaseSettings):
-    """What the SDK and CLI need: server URL and API key.
+    """What the SDK and CLI need: server URL and API key, and where the SDK keeps its caches.
 
     Precedence: explicit arguments > environment (SATCHEL_HOST, SATCHEL_API_KEY) > the user
-    config file written by ``satchel login``.
+    config file written by ``satchel login``. The cache settings (SATCHEL_CACHE_DIR,
+    SATCHEL_DOWNLOAD_CACHE, SATCHEL_DOWNLOAD_CACHE_MAX_BYTES) are documented in
+    docs/transfer.md.
     """
 
     model_config = SettingsConfigDict(env_prefix="SATCHEL_", extra="ignore")
@@ -289,6 +362,9 @@ class ClientSettings(BaseSettings):
     host: str | None = None
     api_key: SecretStr | None = None
     timeout_seconds: float = 30.0
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    download_cache: bool = True
+    download_cache_max_bytes: int = Field(default=10 * 1024**3, ge=0)
 
     @classmethod
     def load(cls, host: str | None = None, api_key: str | None = None) -> ClientSettings:
@@ -310,6 +386,9 @@ class ClientSettings(BaseSettings):
             if api_key
             else env.api_key or (SecretStr(stored_key) if stored_key else None),
             timeout_seconds=env.timeout_seconds,
+            cache_dir=env.cache_dir,
+            download_cache=env.download_cache,
+            download_cache_max_bytes=env.download_cache_max_bytes,
         )
 
 
@@ -324,3 +403,19 @@ def save_user_credentials(host: str, api_key: str) -> Path:
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path
+
+
+class RunSettings(BaseSettings):
+    """How the SDK runs a run (docs/runs.md). Arguments to ``satchel.init`` win over these."""
+
+    model_config = SettingsConfigDict(env_prefix="SATCHEL_", extra="ignore")
+
+    run_dir: Path = Field(default=Path("satchel"), description="Where run spools are kept.")
+    mode: str = Field(default="online", pattern="^(online|offline|disabled)$")
+    finish_timeout_seconds: float = Field(default=600.0, ge=0)
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+    send_interval_seconds: float = Field(default=0.5, gt=0)
+    batch_max_records: int = Field(default=20_000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=48 * 1024 * 1024)
+    system_metrics_seconds: float = Field(default=15.0, ge=0)
+    console_capture: bool = True

@@ -25,7 +25,9 @@ the code (see :func:`error_from_payload`), so the CLI can print ``TeamStorageImm
     │   ├── TeamStorageImmutable      team_storage_immutable 409
     │   ├── StorageAlreadyClaimed     storage_already_claimed 409
     │   ├── InstanceStorageInUse      instance_storage_in_use 409
-    │   └── ArtifactIncomplete        artifact_incomplete 409
+    │   ├── ArtifactIncomplete        artifact_incomplete 409
+    │   ├── ArtifactExpired           artifact_expired    409
+    │   └── RecordGap                 record_gap          409
     ├── PayloadTooLarge               payload_too_large   413
     ├── StorageError                  storage_error       502
     │   └── StorageUnavailable        storage_unavailable 503
@@ -162,6 +164,20 @@ class ArtifactIncomplete(Conflict):
     size/checksum; ``details["problems"]`` lists them. Upload them and commit again."""
 
     code = "artifact_incomplete"
+
+
+class ArtifactExpired(Conflict):
+    """Restore refused: the version's TTL ran out (``details["expires_at"]``), so the next
+    garbage collection would delete it again. Give it a new TTL first, then restore."""
+
+    code = "artifact_expired"
+
+
+class RecordGap(Conflict):
+    """A run's records arrived out of order: the server has applied ``details["hwm"]`` records
+    and the batch starts later. The SDK rewinds its spool to ``hwm`` and sends again."""
+
+    code = "record_gap"
 
 
 class PayloadTooLarge(SatchelError):

@@ -159,3 +159,52 @@ def test_retries_5xx_with_backoff(tmp_path: Path) -> None:
         server.server_close()
     assert _Flaky.seen == ["/obj", "/obj", "/obj"]
     assert _Flaky.stored["/obj"] == b"x" * 5000
+
+
+def test_batch_refresher_asks_once_for_many_and_hands_each_url_out_once() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from satchel.sdk.transfer import BatchRefresher
+
+    asked: list[list[str]] = []
+    now = datetime.now(UTC)
+
+    def fetch(keys: list[str]) -> dict[str, PresignedRequest]:
+        asked.append(list(keys))
+        return {k: PresignedRequest(f"http://x/{k}/{len(asked)}", "PUT", {},
+                                    now + timedelta(minutes=10)) for k in keys}
+
+    refresher = BatchRefresher(fetch, ["a", "b", "c", "d"], batch=3)
+    refresher.done("d")  # finished objects are not asked for
+    assert refresher("b").url == "http://x/b/1"
+    assert asked == [["b", "a", "c"]]
+    assert refresher("a").url == "http://x/a/1"  # from the batch: no server call
+    assert refresher("a").url == "http://x/a/2"  # a second refresh of a: fetched again
+    # ... along with b (still outstanding, its URL handed out); not c (fresh in the batch).
+    assert asked[1] == ["a", "b"]
+    assert (refresher.fetches, refresher.refreshed) == (2, 3)
+
+
+def test_an_already_expired_url_is_refreshed_before_anything_is_sent(
+        local: LocalStore, tmp_path: Path) -> None:
+    """The URL says it has expired (client clock): refresh first, send the body once."""
+    past = LocalStore(Path(local.bucket), public_url=local._base.split("/blob/")[0],
+                      instance_secret=b"unused", clock=lambda: 1_000_000_000.0)
+    past._sign_key = local._sign_key
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"proactive")
+    stale = past.presign_put("xfer/proactive.bin", expires_in=60)
+    sent: list[str] = []
+
+    def refresh() -> PresignedRequest:
+        sent.append("refresh")
+        return local.presign_put("xfer/proactive.bin", expires_in=60)
+
+    # A client whose clock agrees with the stale URL does send it, and the bucket refuses it.
+    with TransferClient(TransferConfig(max_attempts=1, clock=lambda: 999_999_000.0)) as xfer, \
+            pytest.raises(UrlExpired):
+        xfer.put_file(stale, src)
+    with TransferClient(TransferConfig(max_attempts=1)) as xfer:
+        xfer.put_file(stale, src, refresh=refresh)  # one attempt suffices: refreshed first
+    assert sent == ["refresh"]
+    assert local.get_bytes("xfer/proactive.bin") == b"proactive"

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from satchel.cli import admin, artifacts, auth, db, projects, server, storage, teams
+from satchel.cli import admin, artifacts, auth, db, gc, projects, runs, server, storage, teams
 from satchel.cli.output import err_console, error_line
 from satchel.errors import ConfigError, SatchelError
 
@@ -27,6 +27,10 @@ app.add_typer(artifacts.app, name="artifact")
 app.add_typer(storage.app, name="storage")
 app.add_typer(admin.app, name="admin")
 app.add_typer(db.app, name="db")
+app.add_typer(runs.app, name="run")
+app.command("sync")(runs.sync)
+app.add_typer(runs.export_app, name="export")
+app.add_typer(gc.app, name="gc")
 
 
 def main(argv: list[str] | None = None) -> int:

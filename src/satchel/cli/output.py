@@ -41,3 +41,13 @@ def error_line(exc: BaseException) -> str:
     """`ClassName: message` on one line."""
     message = str(exc).replace("\n", " ")
     return f"{type(exc).__name__}: {message}"
+
+
+def confirm(question: str) -> bool:
+    """Ask on the terminal; no answer (EOF: a script, no terminal) counts as no."""
+    import typer
+
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        return False

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -301,3 +302,104 @@ class ArtifactObject(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+class Run(Base):
+    """One tracked execution. ``run_id`` is chosen by the SDK (so offline runs know it), unique
+    per project and never reused; ``record_hwm`` counts the SDK's records applied so far, which
+    makes replay idempotent (services/run_records.py)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("project_id", "run_id"),
+                      Index("ix_runs_state_heartbeat_at", "state", "heartbeat_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    # running | finished | failed | crashed
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    config_json: Mapped[str] = mapped_column(Text, default="{}")
+    summary_json: Mapped[str] = mapped_column(Text, default="{}")  # last logged values
+    summary_user_json: Mapped[str] = mapped_column(Text, default="{}")  # set by the user, wins
+    tags_json: Mapped[str] = mapped_column(Text, default="[]")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    group: Mapped[str] = mapped_column(String(128), default="")
+    job_type: Mapped[str] = mapped_column(String(64), default="")
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")  # host, python, program...
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    record_hwm: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=-1)
+    history_rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    console_lines: Mapped[int] = mapped_column(BigInteger, default=0)
+    resumed: Mapped[int] = mapped_column(Integer, default=0)
+    exported_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
+class HistorySegment(Base):
+    """A column chunk of one key of a run's history (``stream`` "history") or system metrics
+    (``stream`` "system", ``steps`` = sample time in milliseconds since the epoch).
+
+    ``steps`` holds little-endian int64s; ``values`` little-endian float64s (``kind`` "f8") or a
+    UTF-8 JSON list (``kind`` "json": strings, media references, anything non-numeric).
+    Reading one key is a range scan on (run, stream, key); see services/history.py."""
+
+    __tablename__ = "run_history_segments"
+    __table_args__ = (Index("ix_run_history_segments_run_id_stream_key_step_min",
+                            "run_id", "stream", "key", "step_min"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    stream: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(8))
+    step_min: Mapped[int] = mapped_column(BigInteger)
+    step_max: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ConsoleLine(Base):
+    """One captured line of a run's stdout/stderr; ``line_no`` counts from 0 per run."""
+
+    __tablename__ = "run_console_lines"
+    __table_args__ = (UniqueConstraint("run_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(BigInteger)
+    stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr
+    created_at: Mapped[datetime] = mapped_column(TZDateTime())
+    text: Mapped[str] = mapped_column(Text)
+
+
+class RunFile(Base):
+    """A file of a run in the bucket (``run.save``, media, Parquet exports), under
+    ``runs/<project>/<run_id>/`` of the team prefix."""
+
+    __tablename__ = "run_files"
+    __table_args__ = (UniqueConstraint("run_id", "path"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[str] = mapped_column(String(16))  # file | media | export
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | committed
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    committed_at: Mapped[datetime | None] = mapped_column(TZDateTime())

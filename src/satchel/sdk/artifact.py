@@ -1,44 +1,39 @@
 """Artifacts in the SDK: build a manifest locally, upload what the bucket lacks, commit.
 
-Files are hashed streaming (1 MiB blocks, bounded memory) in parallel; only objects the
-server reports missing for the team are uploaded, straight to the bucket through
-:class:`TransferClient` (parallel files, parallel multipart parts for big ones). Downloads
-verify the SHA-256 of every file.
-
-Not built yet (issue 5, later increments): the local hash cache, the resume journal for
-interrupted uploads, URL refresh for artifact uploads, progress bars, runs' lineage.
+Files are hashed streaming (1 MiB blocks, bounded memory) in parallel, skipping files the
+local hash cache knows unchanged; only objects the server reports missing for the team are
+uploaded, straight to the bucket through :class:`TransferClient` (parallel files, parallel
+multipart parts for big ones), journaled so that a killed upload resumes where it stopped
+(sdk/uploads.py). Downloads verify the SHA-256 of every file and keep objects in a local
+cache by hash (sdk/downloads.py). Caches, journal and refresh: docs/transfer.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from satchel.errors import ChecksumMismatch, InvalidInput
+from satchel.errors import InvalidInput
+from satchel.sdk.cache import DownloadCache
 from satchel.sdk.client import JSON, Client
-from satchel.sdk.transfer import BLOCK, TransferClient
-from satchel.storage.base import PresignedRequest
+from satchel.sdk.downloads import DownloadStats, download_version
+from satchel.sdk.hashcache import HashCache, sha256_file
+from satchel.sdk.journal import Journal
+from satchel.sdk.lifecycle import TTL, ArtifactCollection, parse_time, ttl_seconds
+from satchel.sdk.progress import ProgressCallback
+from satchel.sdk.runs_api import ApiRun, RunsQuery, parse_run
+from satchel.sdk.transfer import TransferClient
+from satchel.sdk.uploads import FileEntry, RefEntry, UploadStats, upload_artifact
 
-__all__ = ["Api", "Artifact", "LoggedArtifact"]
+__all__ = ["Api", "Artifact", "LoggedArtifact", "sha256_file"]
 
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in blocks (memory stays bounded whatever the size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _request(data: JSON) -> PresignedRequest:
-    return PresignedRequest(data["url"], data["method"], dict(data["headers"]),
-                            datetime.fromisoformat(data["expires_at"]))
+log = logging.getLogger(__name__)
 
 
 def parse_artifact_path(text: str) -> tuple[str, str, str, str | None]:
@@ -62,11 +57,14 @@ class Artifact:
     """A set of files (and references) to log as one version of a named collection."""
 
     def __init__(self, name: str, type: str, *, description: str = "",
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, ttl: TTL | None = None) -> None:
+        """``ttl``: seconds or a timedelta from the commit; 0 = keep forever; None = the
+        team's default (docs/artifacts.md, "Time-to-live")."""
         self.name = name
         self.type = type
         self.description = description
         self.metadata = dict(metadata or {})
+        self.ttl: int | None = None if ttl is None else ttl_seconds(ttl)
         self._entries: dict[str, _Entry] = {}
 
     def _add(self, entry: _Entry) -> None:
@@ -100,13 +98,17 @@ class Artifact:
 class LoggedArtifact:
     """A committed version on the server."""
 
-    def __init__(self, api: Api, team: str, project: str, data: JSON, *, uploaded: int = 0
-                 ) -> None:
+    def __init__(self, api: Api, team: str, project: str, data: JSON, *, uploaded: int = 0,
+                 stats: UploadStats | None = None) -> None:
         self._api = api
         self.team = team
         self.project = project
         self._data = data
         self.uploaded = uploaded  # objects sent by the log call that returned this
+        # What that log call did: files/bytes new vs already present, sent, resumed, hashed.
+        self.stats = stats
+        # What the last download() did: fetched from the bucket vs copied from the cache.
+        self.download_stats: DownloadStats | None = None
 
     name = property(lambda self: str(self._data["name"]))
     type = property(lambda self: str(self._data["type"]))
@@ -124,30 +126,34 @@ class LoggedArtifact:
     def metadata(self) -> dict[str, Any]:
         return dict(self._data["metadata"])
 
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the TTL runs out (garbage collection then deletes the version); None = kept
+        forever."""
+        return parse_time(self._data.get("expires_at"))
+
+    def set_ttl(self, ttl: TTL) -> None:
+        """Expire ``ttl`` (seconds or timedelta) after the commit; 0 = keep forever."""
+        self._data = self._api.client.set_artifact_ttl(self.team, self.project, self.name,
+                                                       self.version, ttl_seconds(ttl))
+
     def __repr__(self) -> str:
         return f"<LoggedArtifact {self.team}/{self.project}/{self.name}:{self.version}>"
 
-    def download(self, root: str | Path | None = None) -> Path:
+    def download(self, root: str | Path | None = None, *,
+                 progress: ProgressCallback | None = None, cache: bool | None = None) -> Path:
         """Fetch every file into ``root`` (default ``./artifacts/<name>-<version>``), verifying
-        each file's SHA-256; returns the root."""
+        each file's SHA-256; returns the root.
+
+        Objects already in the local download cache are copied from it (still verified);
+        ``cache=False`` bypasses the cache for this call (default: the
+        ``SATCHEL_DOWNLOAD_CACHE`` setting). ``progress`` receives
+        :class:`satchel.sdk.progress.ProgressEvent` s."""
         out = Path(root) if root is not None else Path("artifacts") / f"{self.name}-{self.version}"
-        listing = self._api.client.artifact_download(self.team, self.project, self.name,
-                                                     self.version)
-        files = [e for e in listing["entries"] if e["url"] is not None]
-        base = out.resolve()
-
-        def one(e: JSON) -> None:
-            dest = (out / e["path"]).resolve()
-            if base not in dest.parents:
-                raise InvalidInput(f"entry {e['path']!r} would land outside {out}")
-            self._api.transfer.get_file(_request(e), dest, size=e["size"])
-            if sha256_file(dest) != e["sha256"]:
-                dest.unlink(missing_ok=True)
-                raise ChecksumMismatch(f"{e['path']}: downloaded bytes do not match the "
-                                       "recorded SHA-256; download again")
-
-        with ThreadPoolExecutor(self._api.workers) as pool:
-            list(pool.map(one, files))
+        self.download_stats = download_version(
+            self._api.client, self._api.transfer, team=self.team, project=self.project,
+            name=self.name, version=self.version, root=out, workers=self._api.workers,
+            cache=self._api.download_cache if cache is not False else None, progress=progress)
         return out
 
     def delete(self) -> None:
@@ -164,10 +170,21 @@ class Api:
 
     def __init__(self, host: str | None = None, api_key: str | None = None, *,
                  client: Client | None = None, transfer: TransferClient | None = None,
-                 workers: int = 8) -> None:
+                 workers: int = 8, cache_dir: str | Path | None = None) -> None:
+        """``cache_dir``: where the hash cache, resume journal and download cache live
+        (default: the ``SATCHEL_CACHE_DIR`` setting, ``~/.cache/satchel``)."""
         self.client = client or Client(host=host, api_key=api_key)
         self._transfer = transfer
         self.workers = workers
+        settings = self.client.settings
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else settings.cache_dir
+        self._use_download_cache = settings.download_cache
+        self._download_cache_max = settings.download_cache_max_bytes
+        self._hash_cache: HashCache | None = None
+        self._journal: Journal | None = None
+        self._download_cache: DownloadCache | None = None
+        self._opened: set[str] = set()
+        self._open_lock = threading.Lock()  # the caches open once, on first use
 
     @property
     def transfer(self) -> TransferClient:
@@ -175,9 +192,48 @@ class Api:
             self._transfer = TransferClient()
         return self._transfer
 
+    @property
+    def hash_cache(self) -> HashCache | None:
+        with self._open_lock:
+            if "hash" not in self._opened:
+                self._opened.add("hash")
+                cache = HashCache(self.cache_dir / "hashes.db")
+                self._hash_cache = cache if cache.enabled else None
+            return self._hash_cache
+
+    @property
+    def journal(self) -> Journal | None:
+        """The resume journal; None (uploads still work, without resume) if it cannot open."""
+        with self._open_lock:
+            if "journal" not in self._opened:
+                self._opened.add("journal")
+                try:
+                    self._journal = Journal(self.cache_dir / "journal.db")
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("resume journal disabled: cannot open it under %s (%s)",
+                                self.cache_dir, exc)
+            return self._journal
+
+    @property
+    def download_cache(self) -> DownloadCache | None:
+        with self._open_lock:
+            if "download" not in self._opened:
+                self._opened.add("download")
+                if self._use_download_cache:
+                    try:
+                        self._download_cache = DownloadCache(
+                            self.cache_dir / "objects", max_bytes=self._download_cache_max)
+                    except (OSError, sqlite3.Error) as exc:
+                        log.warning("download cache disabled: cannot open it under %s (%s)",
+                                    self.cache_dir, exc)
+            return self._download_cache
+
     def close(self) -> None:
         if self._transfer is not None:
             self._transfer.close()
+        for closable in (self._hash_cache, self._journal, self._download_cache):
+            if closable is not None:
+                closable.close()
         self.client.close()
 
     def __enter__(self) -> Api:
@@ -186,49 +242,63 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def log_artifact(self, artifact: Artifact, project: str, *, aliases: Sequence[str] = ()
-                     ) -> LoggedArtifact:
+    def log_artifact(self, artifact: Artifact, project: str, *, aliases: Sequence[str] = (),
+                     progress: ProgressCallback | None = None) -> LoggedArtifact:
         """Log ``artifact`` to ``project`` ("team/project"); returns the committed version
-        (the existing one when nothing changed, with 0 uploads)."""
+        (the existing one when nothing changed, with 0 uploads).
+
+        An upload interrupted earlier (process killed) with the same files resumes: finished
+        files and multipart parts are not sent again. ``progress`` receives
+        :class:`satchel.sdk.progress.ProgressEvent` s (hashing, then uploading)."""
         team, _, proj = project.partition("/")
         if not team or not proj or "/" in proj:
             raise InvalidInput(f"project must be 'team/project', got {project[:200]!r}")
         entries = list(artifact._entries.values())
-        with ThreadPoolExecutor(self.workers) as pool:
-            hashes = list(pool.map(lambda e: sha256_file(e.local) if e.local else None, entries))
-        local_of = {h: e.local for e, h in zip(entries, hashes, strict=True) if h and e.local}
         body: JSON = {
             "type": artifact.type, "description": artifact.description,
             "metadata": artifact.metadata,
-            "entries": [{"path": e.path, "size": e.size, "sha256": h, "ref": e.ref}
-                        for e, h in zip(entries, hashes, strict=True)],
         }
-        res = self.client.create_artifact_version(team, proj, artifact.name, body)
-        version = res["version"]
-        if not res["created"]:
+        if artifact.ttl is not None:
+            body["ttl_seconds"] = artifact.ttl
+        result = upload_artifact(
+            self.client, self.transfer, team=team, project=proj, name=artifact.name, body=body,
+            files=[FileEntry(e.path, e.local) for e in entries if e.local is not None],
+            refs=[RefEntry(e.path, e.ref, e.size) for e in entries if e.ref is not None],
+            aliases=aliases, workers=self.workers, hash_cache=self.hash_cache,
+            journal=self.journal, progress=progress)
+        version = result.version
+        if not result.created:
             data = version
+            if artifact.ttl is not None:  # nothing new to log: the TTL applies to this version
+                data = self.client.set_artifact_ttl(team, proj, artifact.name,
+                                                    str(version["version"]), artifact.ttl)
             for alias in aliases:
                 data = self.client.set_artifact_alias(team, proj, artifact.name, alias,
                                                       str(version["version"]))
-            return LoggedArtifact(self, team, proj, data)
-        self._upload(res["uploads"], local_of)
-        for mp in res["multipart"]:
-            parts = [_request(p) for p in mp["parts"]]
-            etags = self.transfer.put_parts(local_of[mp["sha256"]], parts, mp["part_size"])
-            self.client.complete_artifact_multipart(team, proj, artifact.name, version["id"], {
-                "sha256": mp["sha256"], "upload_id": mp["upload_id"],
-                "parts": [{"number": i + 1, "etag": t} for i, t in enumerate(etags)]})
-        data = self.client.commit_artifact(team, proj, artifact.name, version["id"],
-                                           list(aliases))
-        return LoggedArtifact(self, team, proj, data,
-                              uploaded=len(res["uploads"]) + len(res["multipart"]))
+            return LoggedArtifact(self, team, proj, data, stats=result.stats)
+        return LoggedArtifact(self, team, proj, version, uploaded=result.stats.objects_sent,
+                              stats=result.stats)
 
-    def _upload(self, uploads: Iterable[JSON], local_of: dict[str, Path]) -> None:
-        def one(u: JSON) -> None:
-            self.transfer.put_file(_request(u), local_of[u["sha256"]])
+    def artifact_collection(self, path: str, *, deleted: bool = False) -> ArtifactCollection:
+        """``team/project/name``: a collection (or, with ``deleted``, the soft-deleted one),
+        to ``delete()`` or ``restore()`` as a whole."""
+        team, proj, name, ref = parse_artifact_path(path)
+        if ref:
+            raise InvalidInput(f"expected team/project/name without :version, got {path[:200]!r}")
+        data = self.client.artifact_collection(team, proj, name, deleted=deleted)
+        return ArtifactCollection(self, team, proj, data)
 
-        with ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(one, uploads))
+    def runs(self, path: str, filters: dict[str, Any] | None = None,
+             order: str = "-created_at", per_page: int = 100) -> RunsQuery:
+        """Runs of ``team/project`` matching ``filters`` (state, tags, group, job_type,
+        name), paged as you iterate (sdk/runs_api.py)."""
+        return RunsQuery(self, path, filters, order, per_page)
+
+    def run(self, path: str) -> ApiRun:
+        """One run: ``team/project/run_id`` (sdk/runs_api.py)."""
+        team, project, run_id = parse_run(path)
+        return ApiRun(self, self.client.request(
+            "GET", f"/api/v1/teams/{team}/projects/{project}/runs/{run_id}"))
 
     def artifact(self, path: str) -> LoggedArtifact:
         """``team/project/name[:alias|:vN]`` (default alias ``latest``)."""

@@ -29,6 +29,7 @@ class Client:
     ) -> None:
         settings = ClientSettings.load(host=host, api_key=api_key)
         assert settings.host is not None
+        self.settings = settings
         if not settings.host.startswith(("http://", "https://")):
             raise InvalidInput(
                 f"host must start with http:// or https:// (got {settings.host[:100]!r})"
@@ -105,12 +106,16 @@ class Client:
 
     # ----------------------------------------------------------------- teams & projects
 
-    def create_team(self, name: str, *, storage: JSON | None = None) -> JSON:
+    def create_team(self, name: str, *, storage: JSON | None = None,
+                    artifact_ttl_seconds: int | None = None) -> JSON:
         """Create a team; ``storage`` is e.g. {"type": "external", "bucket": "omega-bucket",
-        "path": "satchel"} (fixed forever once the team exists)."""
+        "path": "satchel"} (fixed forever once the team exists); ``artifact_ttl_seconds`` the
+        default TTL of new artifact versions (None: keep forever)."""
         body: JSON = {"name": name}
         if storage is not None:
             body["storage"] = storage
+        if artifact_ttl_seconds is not None:
+            body["artifact_ttl_seconds"] = artifact_ttl_seconds
         result: JSON = self.request("POST", f"{API}/teams", json=body)
         return result
 
@@ -153,6 +158,20 @@ class Client:
         result: JSON = self.request("GET", f"{API}/teams/{team}/projects/{name}")
         return result
 
+    def team_projects(self, team: str, *, deleted: bool = False) -> list[JSON]:
+        """A team's projects, or its soft-deleted ones (members and instance admins)."""
+        result: list[JSON] = self.request("GET", f"{API}/teams/{team}/projects",
+                                          params={"deleted": "true" if deleted else "false"})
+        return result
+
+    def delete_project(self, team: str, name: str) -> JSON:
+        result: JSON = self.request("DELETE", f"{API}/teams/{team}/projects/{name}")
+        return result
+
+    def restore_project(self, team: str, name: str) -> JSON:
+        result: JSON = self.request("POST", f"{API}/teams/{team}/projects/{name}/restore")
+        return result
+
     # ----------------------------------------------------------------- files
 
     def file_urls(self, team: str, project: str, files: list[JSON]) -> list[JSON]:
@@ -190,8 +209,32 @@ class Client:
             json={"aliases": aliases})
         return result
 
-    def artifact_collections(self, team: str, project: str) -> list[JSON]:
-        result: list[JSON] = self.request("GET", self._artifacts(team, project))
+    def artifact_collections(self, team: str, project: str, *, deleted: bool = False
+                             ) -> list[JSON]:
+        result: list[JSON] = self.request("GET", self._artifacts(team, project),
+                                          params={"deleted": "true" if deleted else "false"})
+        return result
+
+    def artifact_collection(self, team: str, project: str, name: str, *,
+                            deleted: bool = False) -> JSON:
+        result: JSON = self.request("GET", f"{self._artifacts(team, project)}/{name}",
+                                    params={"deleted": "true" if deleted else "false"})
+        return result
+
+    def delete_artifact_collection(self, team: str, project: str, name: str) -> JSON:
+        result: JSON = self.request("DELETE", f"{self._artifacts(team, project)}/{name}")
+        return result
+
+    def restore_artifact_collection(self, team: str, project: str, name: str) -> JSON:
+        result: JSON = self.request("POST", f"{self._artifacts(team, project)}/{name}/restore")
+        return result
+
+    def set_artifact_ttl(self, team: str, project: str, name: str, ref: str,
+                         ttl_seconds: int) -> JSON:
+        """Expire the version ``ttl_seconds`` after its commit (0: keep forever)."""
+        result: JSON = self.request(
+            "PUT", f"{self._artifacts(team, project)}/{name}/versions/{ref}/ttl",
+            json={"ttl_seconds": ttl_seconds})
         return result
 
     def artifact_versions(self, team: str, project: str, name: str, *, deleted: bool = False
@@ -206,9 +249,21 @@ class Client:
                                     f"{self._artifacts(team, project)}/{name}/versions/{ref}")
         return result
 
-    def artifact_download(self, team: str, project: str, name: str, ref: str) -> JSON:
+    def artifact_download(self, team: str, project: str, name: str, ref: str, *,
+                          paths: list[str] | None = None) -> JSON:
+        """Presigned GETs for a version's files (only ``paths`` when given: URL refresh)."""
         result: JSON = self.request(
-            "POST", f"{self._artifacts(team, project)}/{name}/versions/{ref}/download")
+            "POST", f"{self._artifacts(team, project)}/{name}/versions/{ref}/download",
+            json=None if paths is None else {"paths": paths})
+        return result
+
+    def artifact_pending_urls(self, team: str, project: str, name: str, pending_id: int,
+                              body: JSON) -> JSON:
+        """Fresh upload URLs for objects / multipart parts of a pending version:
+        ``{"objects": [sha256...], "parts": [{sha256, upload_id, part_size, numbers}]}``."""
+        result: JSON = self.request(
+            "POST", f"{self._artifacts(team, project)}/{name}/pending/{pending_id}/urls",
+            json=body)
         return result
 
     def delete_artifact_version(self, team: str, project: str, name: str, ref: str) -> JSON:
@@ -245,6 +300,29 @@ class Client:
     def audit(self, **filters: Any) -> list[JSON]:
         params = {k: v for k, v in filters.items() if v is not None}
         result: list[JSON] = self.request("GET", f"{API}/admin/audit", params=params)
+        return result
+
+    # ----------------------------------------------------------------- garbage collection
+
+    def run_gc(self, *, dry_run: bool = False, team: str | None = None) -> JSON:
+        """Run the artifact garbage collector now (instance admins); returns the run record.
+        Waits as long as the run takes."""
+        result: JSON = self.request(
+            "POST", f"{API}/admin/gc", json={"dry_run": dry_run, "team": team},
+            timeout=httpx.Timeout(self._http.timeout.connect, read=None))
+        return result
+
+    def gc_runs(self, *, limit: int = 20) -> list[JSON]:
+        result: list[JSON] = self.request("GET", f"{API}/admin/gc/runs",
+                                          params={"limit": limit})
+        return result
+
+    def gc_run(self, run_id: int) -> JSON:
+        result: JSON = self.request("GET", f"{API}/admin/gc/runs/{run_id}")
+        return result
+
+    def gc_status(self) -> JSON:
+        result: JSON = self.request("GET", f"{API}/admin/gc/status")
         return result
 
     def instance(self) -> JSON:

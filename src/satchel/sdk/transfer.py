@@ -4,7 +4,10 @@ The server only signs; this module sends. It streams (memory stays bounded whate
 size), sends large uploads as parallel parts, reads large downloads as parallel ranged GETs
 written in place with ``os.pwrite``, and retries transient failures (connection errors,
 timeouts, 5xx, 429) with exponential backoff. When a URL expires mid-way, the caller-supplied
-``refresh`` callback returns a new one instead of failing the transfer.
+``refresh`` callback returns a new one instead of failing the transfer: before sending when the
+URL's own ``expires_at`` has already passed (no body is sent in vain), and after the store
+refused it as expired (a 403/400 naming expiry: clocks differ, or the URL expired in flight).
+The artifact layer (sdk/uploads.py) supplies callbacks that ask the server for fresh URLs.
 
 urllib3 is used directly (not httpx) on this path: it is what boto3 uses, sends file bodies
 with a large block size and adds no per-chunk overhead.
@@ -16,11 +19,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -38,6 +41,7 @@ from satchel.storage.base import PresignedRequest
 MiB = 1024 * 1024
 BLOCK = 1 * MiB
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+K = TypeVar("K")
 
 
 class Refresh(Protocol):
@@ -59,6 +63,8 @@ class TransferConfig:
     # again, and the flush makes every large download wait for the disk (about 2x slower for
     # 64-256 MiB files in bench/bench_transfer.py; see docs/benchmarks.md).
     fsync_downloads: bool = False
+    # Wall clock used to decide that a URL has expired (injected by tests).
+    clock: Callable[[], float] = time.time
 
 
 class _FileSlice:
@@ -125,6 +131,8 @@ class TransferClient:
     ) -> tuple[urllib3.BaseHTTPResponse, object]:
         """Send one request with retries; ``sink`` consumes a streamed response body."""
         attempt = 0
+        if refresh is not None and req.expires_at.timestamp() <= self.config.clock():
+            req = refresh()
         while True:
             attempt += 1
             payload = body()
@@ -166,11 +174,12 @@ class TransferClient:
                 self._sleep(attempt)
                 continue
             # GCS may answer an expired URL with 400 ExpiredToken instead of 403.
-            if status in {400, 403} and refresh is not None and _looks_expired(text, req) and \
+            expired = _looks_expired(text, req, self.config.clock())
+            if status in {400, 403} and refresh is not None and expired and \
                     attempt < self.config.max_attempts:
                 req = refresh()
                 continue
-            raise _status_error(status, text, req)
+            raise _status_error(status, text, req, expired)
 
     def _sleep(self, attempt: int) -> None:
         delay = self.config.backoff_base * (2 ** (attempt - 1))
@@ -199,22 +208,30 @@ class TransferClient:
         refresh_part: Callable[[int], PresignedRequest] | None = None,
         on_part: Callable[[int, str, int], None] | None = None,
         parallel: bool = True,
+        numbers: Sequence[int] | None = None,
     ) -> list[str]:
         """Upload ``path`` as parts (1-based numbering, ``part_size`` bytes each, last shorter).
 
-        Returns the ETags in part order. ``on_part(number, etag, size)`` is called as each part
-        finishes (the resume journal hooks in here).
+        ``numbers[i]`` is the part number ``part_requests[i]`` is for (default 1, 2, ...: every
+        part); a resumed upload passes only the parts still missing. Returns the ETags in the
+        order of ``part_requests``. ``on_part(number, etag, size)`` is called as each part
+        finishes (the resume journal hooks in here); ``refresh_part(number)`` returns a fresh
+        URL for a part whose URL expired.
         """
         size = path.stat().st_size
+        nums = list(numbers) if numbers is not None else list(range(1, len(part_requests) + 1))
+        if len(nums) != len(part_requests):
+            raise ValueError("numbers and part_requests differ in length")
 
         def one(index: int) -> str:
-            offset = index * part_size
+            number = nums[index]
+            offset = (number - 1) * part_size
             length = min(part_size, size - offset)
-            refresh = (lambda: refresh_part(index + 1)) if refresh_part else None
+            refresh = (lambda: refresh_part(number)) if refresh_part else None
             etag = self.put_file(part_requests[index], path, offset=offset, length=length,
                                  refresh=refresh)
             if on_part is not None:
-                on_part(index + 1, etag, length)
+                on_part(number, etag, length)
             return etag
 
         indexes = range(len(part_requests))
@@ -225,18 +242,20 @@ class TransferClient:
     # ----------------------------------------------------------------- downloads
 
     def get_file(self, req: PresignedRequest, dest: Path, *, size: int | None = None,
-                 refresh: Refresh | None = None) -> int:
+                 refresh: Refresh | None = None, on_bytes: Callable[[int], None] | None = None
+                 ) -> int:
         """Download to ``dest`` (written to a temp file, renamed when complete); returns bytes.
 
         Known sizes above the range threshold are fetched as parallel ranged GETs.
+        ``on_bytes(n)`` is called as blocks arrive (progress; a retried request counts again).
         """
         tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             if size is not None and size >= self.config.range_threshold:
-                written = self._get_ranges(req, tmp, size, refresh)
+                written = self._get_ranges(req, tmp, size, refresh, on_bytes)
             else:
-                written = self._get_whole(req, tmp, refresh)
+                written = self._get_whole(req, tmp, refresh, on_bytes)
             if size is not None and written != size:
                 raise ChecksumMismatch(f"downloaded {written} bytes, expected {size}")
             os.replace(tmp, dest)
@@ -249,13 +268,16 @@ class TransferClient:
         resp, _ = self._send(req, refresh=refresh)
         return bytes(resp.data)
 
-    def _get_whole(self, req: PresignedRequest, tmp: Path, refresh: Refresh | None) -> int:
+    def _get_whole(self, req: PresignedRequest, tmp: Path, refresh: Refresh | None,
+                   on_bytes: Callable[[int], None] | None = None) -> int:
         def sink(resp: urllib3.BaseHTTPResponse) -> int:
             n = 0
             with open(tmp, "wb") as fh:
                 for chunk in resp.stream(BLOCK):
                     fh.write(chunk)
                     n += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
                 if self.config.fsync_downloads:
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -266,7 +288,8 @@ class TransferClient:
         return written
 
     def _get_ranges(self, req: PresignedRequest, tmp: Path, size: int,
-                    refresh: Refresh | None) -> int:
+                    refresh: Refresh | None, on_bytes: Callable[[int], None] | None = None
+                    ) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, size)
@@ -290,6 +313,8 @@ class TransferClient:
                     for chunk in resp.stream(BLOCK):
                         os.pwrite(fd, chunk, pos)
                         pos += len(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
                     return pos - start
 
                 resp, got = self._send(current[0], extra_headers={"Range": f"bytes={start}-{end}"},
@@ -309,14 +334,58 @@ class TransferClient:
             os.close(fd)
 
 
-def _looks_expired(text: str, req: PresignedRequest) -> bool:
-    return "expired" in text.lower() or req.expires_at.timestamp() <= time.time() + 5
+class BatchRefresher(Generic[K]):
+    """Fresh URLs for many keys (objects, parts, files), fetched from the server in batches.
+
+    When one URL turns out expired, the others issued with it are about to expire too: the
+    first refresh asks for up to ``batch`` outstanding keys at once, and the following ones are
+    answered from that batch without another server call. Each fetched URL is handed out once
+    (if the store refuses it too, the next refresh fetches again). Thread-safe.
+    """
+
+    def __init__(self, fetch: Callable[[list[K]], dict[K, PresignedRequest]],
+                 outstanding: Iterable[K], *, batch: int = 500,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._fetch = fetch
+        self._outstanding: dict[K, None] = dict.fromkeys(outstanding)
+        self._fresh: dict[K, PresignedRequest] = {}
+        self._batch = batch
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.fetches = 0  # server calls made
+        self.refreshed = 0  # URLs handed out
+
+    def done(self, key: K) -> None:
+        with self._lock:
+            self._outstanding.pop(key, None)
+            self._fresh.pop(key, None)
+
+    def __call__(self, key: K) -> PresignedRequest:
+        with self._lock:
+            req = self._fresh.pop(key, None)
+            if req is None or req.expires_at.timestamp() <= self._clock():
+                others = [k for k in self._outstanding if k != key and k not in self._fresh]
+                wanted = [key, *others[:self._batch - 1]]
+                got = self._fetch(wanted)
+                self.fetches += 1
+                req = got.pop(key)
+                self._fresh.update(got)
+            self.refreshed += 1
+            return req
+
+    def for_key(self, key: K) -> Refresh:
+        return lambda: self(key)
 
 
-def _status_error(status: int, text: str, req: PresignedRequest) -> StorageError | Exception:
+def _looks_expired(text: str, req: PresignedRequest, now: float) -> bool:
+    return "expired" in text.lower() or req.expires_at.timestamp() <= now + 5
+
+
+def _status_error(status: int, text: str, req: PresignedRequest, expired: bool
+                  ) -> StorageError | Exception:
     code = _xml_code(text)
     what = f"{req.method} to the bucket failed with HTTP {status}" + (f" ({code})" if code else "")
-    if status == 403 and _looks_expired(text, req):
+    if status == 403 and expired:
         return UrlExpired(f"{what}: the presigned URL expired; ask the server for a new one")
     if status in {401, 403}:
         return PermissionDenied(f"{what}: the store refused the request")

@@ -17,17 +17,25 @@ from satchel.server.deps import AppContext
 from satchel.server.errors import install_error_handlers
 from satchel.server.middleware import RequestIdMiddleware
 from satchel.server.routes import (
+    artifact_lifecycle,
     artifacts,
     auth,
     blob,
     files,
+    gc,
     health,
     instance,
     projects,
+    run_export,
+    run_files,
+    runs,
     teams,
     users,
     web,
 )
+from satchel.services.export_job import ExportScheduler
+from satchel.services.gc_scheduler import GcScheduler
+from satchel.services.run_monitor import RunMonitor
 from satchel.services.storage import StorageRegistry
 from satchel.services.users import Bootstrap, bootstrap_admin
 from satchel.web import STATIC_DIR
@@ -64,9 +72,36 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     ctx = context or build_context(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        ctx.db.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Scheduled garbage collection (docs/gc.md): a daemon thread, stopped before the
+        # database is closed.
+        scheduler = None
+        if ctx.settings.gc_interval_seconds > 0:
+            scheduler = GcScheduler(ctx.db, ctx.storage, ctx.settings)
+            scheduler.start()
+        app.state.gc_scheduler = scheduler
+        # Crash detection of runs (services/run_monitor.py), the same way.
+        monitor = None
+        if ctx.settings.run_monitor_interval_seconds > 0:
+            monitor = RunMonitor(ctx.db, ctx.settings)
+            monitor.start()
+        app.state.run_monitor = monitor
+        # Parquet export of finished runs (services/export_job.py), the same way.
+        exporter = None
+        if ctx.settings.export_interval_seconds > 0:
+            exporter = ExportScheduler(ctx.db, ctx.storage, ctx.settings)
+            exporter.start()
+        app.state.export_scheduler = exporter
+        try:
+            yield
+        finally:
+            if exporter is not None:
+                exporter.stop(timeout=30)
+            if monitor is not None:
+                monitor.stop(timeout=30)
+            if scheduler is not None:
+                scheduler.stop(timeout=30)
+            ctx.db.dispose()
 
     app = FastAPI(
         title="Satchel",
@@ -85,10 +120,14 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         },
     )
     app.state.ctx = ctx
+    app.state.gc_scheduler = None  # set by the lifespan when the schedule is on
+    app.state.run_monitor = None  # likewise, when crash detection is on
+    app.state.export_scheduler = None  # likewise, when the background export is on
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    for module in (auth, users, teams, projects, files, artifacts, instance):
+    for module in (auth, users, teams, projects, files, artifacts, artifact_lifecycle,
+                   instance, runs, run_files, run_export, gc):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(blob.router)
     app.include_router(web.router)

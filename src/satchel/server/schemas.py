@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -110,6 +110,9 @@ class TeamOut(Out):
     warnings: list[FindingOut] = Field(
         default_factory=list, description="Bucket doctor warnings (creation only)."
     )
+    artifact_ttl_seconds: int | None = Field(
+        default=None, description="Default time-to-live of new artifact versions in seconds; "
+        "null = keep forever.")
 
 
 class StorageSpecIn(BaseModel):
@@ -131,6 +134,9 @@ class CreateTeam(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=63)
     storage: StorageSpecIn | None = None
+    artifact_ttl_seconds: int | None = Field(
+        default=None, description="Default time-to-live of new artifact versions in seconds "
+        "(1 to 50 years); null = keep forever.")
 
 
 class UpdateTeam(BaseModel):
@@ -138,6 +144,9 @@ class UpdateTeam(BaseModel):
     storage: StorageSpecIn | None = Field(
         default=None, description="Always refused: team storage is fixed at creation."
     )
+    artifact_ttl_seconds: int | None = Field(
+        default=None, description="Default time-to-live of new artifact versions in seconds "
+        "(1 to 50 years); null = keep forever. Absent = unchanged. Team admins only.")
 
 
 class AddMember(BaseModel):
@@ -211,6 +220,7 @@ class ProjectOut(Out):
     visibility: str
     description: str
     created_at: datetime
+    deleted_at: datetime | None = None
 
 
 class CreateProject(BaseModel):
@@ -233,12 +243,41 @@ class ArtifactEntryIn(BaseModel):
                             description="Reference entry: an external URI, recorded not copied.")
 
 
+class ResumeMultipartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    upload_id: str = Field(min_length=1, max_length=1024)
+    part_size: int = Field(ge=1, le=5 * 1024**3)
+    parts_done: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=list, max_length=10_000,
+        description="Part numbers already uploaded: no URLs are issued for them.")
+
+
+class ResumeIn(BaseModel):
+    """What an interrupted upload already did (the SDK's resume journal, docs/transfer.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pending_id: int = Field(ge=1, description="The pending version the interrupted run created.")
+    uploaded: list[Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]] = Field(
+        default_factory=list, max_length=1_000_000,
+        description="Objects entirely in the bucket already: no URLs are issued for them "
+        "(commit still verifies them).")
+    multipart: list[ResumeMultipartIn] = Field(default_factory=list, max_length=10_000)
+
+
 class CreateArtifactVersion(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     description: str = Field(default="", max_length=10_000)
     metadata: dict[str, object] = Field(default_factory=dict)
     entries: list[ArtifactEntryIn] = Field(max_length=1_000_000)
+    resume: ResumeIn | None = Field(
+        default=None, description="Continue this user's pending version of the same "
+        "collection and digest instead of creating one (ignored when it no longer exists).")
+    ttl_seconds: int | None = Field(
+        default=None, description="Time-to-live from the commit, in seconds (1 to 50 years); "
+        "0 = keep forever even if the team has a default; absent or null = the team's "
+        "default. Ignored when nothing changed (created false): use PUT .../ttl.")
 
 
 class ArtifactVersionOut(Out):
@@ -256,6 +295,9 @@ class ArtifactVersionOut(Out):
     created_at: datetime
     committed_at: datetime | None
     deleted_at: datetime | None
+    expires_at: datetime | None = Field(
+        description="When the TTL runs out (committed_at + TTL; garbage collection then "
+        "soft-deletes the version); null = kept forever. Provisional while pending.")
 
 
 class ArtifactUploadOut(Out):
@@ -281,11 +323,37 @@ class ArtifactMultipartOut(Out):
     upload_id: str
     part_size: int
     parts: list[ArtifactPartOut]
+    sequential: bool = Field(default=False, description="Send the parts one after the other, "
+                             "in order (GCS resumable sessions).")
 
 
 class CreateArtifactVersionOut(Out):
     version: ArtifactVersionOut
     created: bool = Field(description="False: the manifest equals the latest version's.")
+    uploads: list[ArtifactUploadOut]
+    multipart: list[ArtifactMultipartOut]
+    resumed: bool = Field(default=False, description="True: the pending version named in "
+                          "``resume`` is continued; only what it still lacks is listed.")
+
+
+class PendingPartsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    upload_id: str = Field(min_length=1, max_length=1024)
+    part_size: int = Field(ge=1, le=5 * 1024**3)
+    numbers: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1,
+                                                                  max_length=10_000)
+
+
+class PendingUrlsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    objects: list[Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]] = Field(
+        default_factory=list, max_length=10_000, description="Objects to PUT whole.")
+    parts: list[PendingPartsIn] = Field(default_factory=list, max_length=1_000,
+                                        description="Parts of open multipart uploads.")
+
+
+class PendingUrlsOut(BaseModel):
     uploads: list[ArtifactUploadOut]
     multipart: list[ArtifactMultipartOut]
 
@@ -313,7 +381,9 @@ class ArtifactCollectionOut(Out):
     type: str
     description: str
     created_at: datetime
-    versions: int
+    versions: int = Field(description="Visible versions (for a deleted collection: the "
+                          "versions a restore brings back).")
+    deleted_at: datetime | None = None
 
 
 class ArtifactEntryOut(Out):
@@ -339,6 +409,13 @@ class ArtifactDownloadEntryOut(Out):
     expires_at: datetime | None
 
 
+class ArtifactDownloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        default=None, max_length=10_000,
+        description="Only these entries (URL refresh); absent = every file.")
+
+
 class ArtifactDownloadOut(BaseModel):
     version: ArtifactVersionOut
     entries: list[ArtifactDownloadEntryOut]
@@ -347,3 +424,51 @@ class ArtifactDownloadOut(BaseModel):
 class SetAliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str = Field(min_length=1, max_length=128, description="vN or another alias.")
+
+
+class SetTtlIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: int = Field(description="Time-to-live from the version's commit, in seconds "
+                             "(1 to 50 years); 0 = keep forever.")
+
+
+# ---------------------------------------------------------------------------- garbage collection
+
+
+class GcRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = Field(default=False, description="Report what would be expired, dropped "
+                          "and freed; change nothing.")
+    team: str | None = Field(default=None, min_length=1, max_length=63,
+                             description="Collect this team only (default: every team).")
+
+
+class GcRunOut(Out):
+    id: int
+    trigger: Literal["manual", "scheduled"]
+    dry_run: bool
+    team: str | None
+    status: Literal["running", "succeeded", "failed"] = Field(
+        description="A run whose collector died reads 'failed' (error 'abandoned: ...') once "
+        "its lease has expired.")
+    started_by: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    objects_freed: int
+    bytes_freed: int
+    versions_expired: int
+    pending_dropped: int
+    multipart_aborted: int
+    rows_missing_object: int
+    report: dict[str, object] = Field(description="Per-team details: counts, orphan objects "
+                                      "(without rows) and rows without objects, errors.")
+    error: str | None
+
+
+class GcStatusOut(Out):
+    running: bool = Field(description="A collector holds the lease now.")
+    lease_holder: str | None
+    lease_expires_at: datetime | None
+    interval_seconds: int = Field(description="Seconds between scheduled runs; 0 = off.")
+    next_run_at: datetime | None = Field(description="When the next scheduled run is due.")
+    last_run: GcRunOut | None

@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -35,13 +35,17 @@ from satchel.db.models import (
     ArtifactVersion,
     Project,
 )
-from satchel.errors import ArtifactIncomplete, Conflict, InvalidInput, NotFound
-from satchel.services import audit
+from satchel.errors import ArtifactExpired, ArtifactIncomplete, Conflict, InvalidInput, NotFound
+from satchel.services import audit, ttl
 from satchel.services.authz import Principal, require_url_access
 from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, IssuedUrl, issue_urls
+from satchel.services.locks import lock_team
 from satchel.services.storage import StorageRegistry
 from satchel.storage.base import CompletedPart
 from satchel.storage.keys import join_key, validate_key
+
+if TYPE_CHECKING:
+    from satchel.services.artifact_uploads import ResumeHint
 
 MiB = 1024 * 1024
 # Objects at least this large are uploaded as parallel multipart parts (module constants so
@@ -94,6 +98,7 @@ class CollectionView:
     description: str
     created_at: datetime
     versions: int
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,7 @@ class VersionView:
     created_at: datetime
     committed_at: datetime | None
     deleted_at: datetime | None
+    expires_at: datetime | None  # TTL (services/ttl.py); provisional while pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,7 @@ class MultipartInstructions:
     upload_id: str
     part_size: int
     parts: list[IssuedUrl]
+    sequential: bool = False  # parts in order, one at a time (GCS resumable sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +154,7 @@ class CreateResult:
     created: bool
     uploads: list[Upload] = field(default_factory=list)
     multipart: list[MultipartInstructions] = field(default_factory=list)
+    resumed: bool = False  # an interrupted upload's pending version, continued
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +189,7 @@ def _view(db: Session, c: ArtifactCollection, v: ArtifactVersion) -> VersionView
     return VersionView(
         v.id, c.name, c.type, None if v.index is None else f"v{v.index}", v.digest, v.state,
         _aliases(db, v), v.description, json.loads(v.metadata_json), v.size, v.file_count,
-        v.created_at, v.committed_at, v.deleted_at)
+        v.created_at, v.committed_at, v.deleted_at, v.expires_at)
 
 
 def _collection(db: Session, project: Project, name: str, *, lock: bool = False
@@ -268,36 +276,59 @@ def create_version(
     db: Session, storage: StorageRegistry, who: Principal, project: Project, name: str, *,
     type: str, entries: Sequence[EntryIn], info: audit.RequestInfo, expires_in: int,
     description: str = "", metadata: dict[str, Any] | None = None,
+    ttl_seconds: int | None = None, resume: ResumeHint | None = None,
 ) -> CreateResult:
-    """A pending version, plus what to upload; or the existing version when nothing changed."""
+    """A pending version, plus what to upload; or the existing version when nothing changed.
+
+    ``ttl_seconds``: None = the team default, 0 = keep forever (services/ttl.py). Logging
+    under the name of a soft-deleted collection reuses it (services/artifact_lifecycle.py)."""
     require_url_access(db, who, project, "PUT")
+    lock_team(db, project.team_id)  # vs. the garbage collector: services/locks.py
     _check_name(name, "artifact name")
     _check_name(type, "artifact type")
     _validate_entries(entries)
     meta = json.dumps(metadata or {}, sort_keys=True)
     if len(meta) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+    version_ttl = ttl.chosen_ttl(project.team, ttl_seconds)
+    # Live or soft-deleted: (project, name) is unique, so a deleted collection holds its name.
     c = db.scalar(select(ArtifactCollection).where(ArtifactCollection.project_id == project.id,
-                                                   ArtifactCollection.name == name,
-                                                   ArtifactCollection.deleted_at.is_(None)))
+                                                   ArtifactCollection.name == name))
     if c is None:
         c = ArtifactCollection(team_id=project.team_id, project_id=project.id, name=name,
                                type=type, description=description)
         db.add(c)
         db.flush()
     elif c.type != type:
-        raise Conflict(f"artifact '{name}' has type '{c.type}', not '{type}'; use another name "
-                       "or the same type", details={"artifact": name, "type": c.type})
+        deleted = " (soft-deleted)" if c.deleted_at is not None else ""
+        raise Conflict(f"artifact '{name}'{deleted} has type '{c.type}', not '{type}'; use "
+                       "another name or the same type", details={"artifact": name, "type": c.type})
+    if c.deleted_at is not None:
+        from satchel.services.artifact_lifecycle import reuse_deleted_collection
+
+        reuse_deleted_collection(db, who, project, c, info)
     digest = manifest_digest(entries)
     latest = db.scalar(select(ArtifactVersion).join(
         ArtifactAlias, ArtifactAlias.version_id == ArtifactVersion.id).where(
         ArtifactAlias.collection_id == c.id, ArtifactAlias.alias == LATEST))
     if latest is not None and latest.digest == digest and latest.deleted_at is None:
         return CreateResult(_view(db, c, latest), created=False)
+    if resume is not None:
+        # An interrupted upload continues its pending version (docs/transfer.md).
+        from satchel.services.artifact_uploads import resume_pending
 
+        resumed = resume_pending(db, storage, who, project, c, digest, resume, info,
+                                 expires_in=expires_in, description=description,
+                                 metadata_json=meta)
+        if resumed is not None:
+            return resumed
+
+    created_at = datetime.now(UTC)
     v = ArtifactVersion(collection_id=c.id, digest=digest, state="pending",
                         description=description, metadata_json=meta, created_by=who.user_id,
-                        size=sum(e.size for e in entries), file_count=len(entries))
+                        size=sum(e.size for e in entries), file_count=len(entries),
+                        created_at=created_at,
+                        expires_at=ttl.provisional_expiry(version_ttl, created_at))
     db.add(v)
     db.flush()
     db.add_all([ArtifactEntry(version_id=v.id, path=e.path, sha256=e.sha256, size=e.size,
@@ -356,7 +387,8 @@ def _start_multipart(db: Session, storage: StorageRegistry, who: Principal, proj
         parts.append(IssuedUrl(str(n), s.method, s.url, dict(s.headers), s.expires_at))
     audit.record(db, who, "artifact_presign", info, team=project.team.name,
                  project=project.name, keys=[(bucket.store.full_key(key), "PUT")])
-    return MultipartInstructions(sha256, size, upload.upload_id, part, parts)
+    return MultipartInstructions(sha256, size, upload.upload_id, part, parts,
+                                 sequential=caps.sequential_parts)
 
 
 def _pending(db: Session, project: Project, name: str, pending_id: int
@@ -394,6 +426,7 @@ def commit(
     require_url_access(db, who, project, "PUT")
     for alias in aliases:
         _check_custom_alias(alias)
+    lock_team(db, project.team_id)  # vs. the garbage collector: services/locks.py
     c, v = _pending(db, project, name, pending_id)
     entries = _entries(db, v)
     files = {e.sha256: e.size for e in entries if e.sha256 is not None}
@@ -427,6 +460,7 @@ def commit(
                     .where(ArtifactVersion.collection_id == c.id))
     v.index = 0 if top is None else top + 1
     v.state = "committed"
+    v.expires_at = ttl.expiry_at_commit(v, now)  # the TTL counts from the commit
     v.committed_at = now
     db.flush()
     _set_alias(db, c, LATEST, v)
@@ -472,12 +506,17 @@ def get_version(db: Session, who: Principal, project: Project, name: str, ref: s
 
 
 def download_urls(db: Session, storage: StorageRegistry, who: Principal, project: Project,
-                  name: str, ref: str, info: audit.RequestInfo, *, expires_in: int
+                  name: str, ref: str, info: audit.RequestInfo, *, expires_in: int,
+                  paths: Sequence[str] | None = None
                   ) -> tuple[VersionView, list[DownloadEntry]]:
+    """URLs for every file of a version, or only for ``paths`` (the SDK's URL refresh)."""
     require_url_access(db, who, project, "GET")
     c = _collection(db, project, name)
     v = _resolve(db, project, c, ref)
     entries = _entries(db, v)
+    if paths is not None:
+        wanted = set(paths)
+        entries = [e for e in entries if e.path in wanted]
     hashes = sorted({e.sha256 for e in entries if e.sha256 is not None})
     urls: dict[str, IssuedUrl] = {}
     for start in range(0, len(hashes), MAX_URLS_PER_REQUEST):
@@ -509,6 +548,8 @@ def set_alias(db: Session, who: Principal, project: Project, name: str, alias: s
               ref: str, info: audit.RequestInfo) -> VersionView:
     require_url_access(db, who, project, "PUT")
     _check_custom_alias(alias)
+    # Same lock order as the collector's TTL expiry (team, then collection): no deadlock.
+    lock_team(db, project.team_id)
     c = _collection(db, project, name, lock=True)
     v = _resolve(db, project, c, ref)
     _set_alias(db, c, alias, v)
@@ -521,6 +562,8 @@ def remove_alias(db: Session, who: Principal, project: Project, name: str, alias
                  info: audit.RequestInfo) -> None:
     require_url_access(db, who, project, "PUT")
     _check_custom_alias(alias)
+    # Same lock order as the collector's TTL expiry (team, then collection): no deadlock.
+    lock_team(db, project.team_id)
     c = _collection(db, project, name, lock=True)
     row = db.scalar(select(ArtifactAlias).where(ArtifactAlias.collection_id == c.id,
                                                 ArtifactAlias.alias == alias))
@@ -536,6 +579,8 @@ def delete_version(db: Session, who: Principal, project: Project, name: str, ref
                    info: audit.RequestInfo) -> VersionView:
     """Soft delete: invisible at once, restorable; the bytes stay until GC (not built yet)."""
     require_url_access(db, who, project, "DELETE")
+    # Same lock order as the collector's TTL expiry (team, then collection): no deadlock.
+    lock_team(db, project.team_id)
     c = _collection(db, project, name, lock=True)
     v = _resolve(db, project, c, ref)
     v.deleted_at = datetime.now(UTC)
@@ -549,8 +594,16 @@ def delete_version(db: Session, who: Principal, project: Project, name: str, ref
 def restore_version(db: Session, who: Principal, project: Project, name: str, ref: str,
                     info: audit.RequestInfo) -> VersionView:
     require_url_access(db, who, project, "PUT")
+    lock_team(db, project.team_id)  # vs. the garbage collector: services/locks.py
     c = _collection(db, project, name, lock=True)
     v = _resolve(db, project, c, ref, deleted=True)
+    if ttl.is_expired(v, datetime.now(UTC)):
+        assert v.expires_at is not None
+        raise ArtifactExpired(
+            f"cannot restore '{name}:{ref}': its TTL ran out at {v.expires_at.isoformat()}, so "
+            "the next garbage collection would delete it again; give it a new TTL first (PUT "
+            f".../versions/{ref}/ttl, or `satchel artifact set-ttl`), then restore",
+            details={"artifact": f"{name}:{ref}", "expires_at": v.expires_at.isoformat()})
     files = {e.sha256: e.size for e in _entries(db, v) if e.sha256 is not None}
     freed = _missing_objects(db, project, files)
     if freed:

@@ -96,6 +96,10 @@ WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
 
 def require_url_access(db: Session, who: Principal, project: Project, method: str) -> None:
     """Raise unless ``who`` may get a presigned URL with ``method`` for a file of ``project``."""
+    if project.deleted_at is not None:
+        # A soft-deleted project's files are unreachable until it is restored, whichever
+        # path handed us the row.
+        raise NotFound(f"project '{project.team.name}/{project.name}' does not exist")
     require_read_project(db, who, project)
     team = project.team
     role = team_role(db, who, team)

@@ -60,3 +60,12 @@ def holder_of(db: Database, name: str, *, now: datetime) -> str | None:
         if row is None or row.expires_at < now:
             return None
         return str(row.holder)
+
+
+def current(db: Database, name: str, *, now: datetime) -> tuple[str, datetime] | None:
+    """(holder, expires_at) of an unexpired lease ``name``, if anyone holds it now."""
+    with db.session() as s:
+        row = s.execute(select(Lease.holder, Lease.expires_at).where(Lease.name == name)).first()
+        if row is None or row.expires_at < now:
+            return None
+        return str(row.holder), row.expires_at

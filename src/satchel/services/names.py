@@ -50,3 +50,16 @@ def project_path(text: str) -> tuple[str, str]:
             details={"field": "project"},
         )
     return team_name(team), project_name(project)
+
+
+_RUN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def run_id(value: str) -> str:
+    if not _RUN_ID.match(value):
+        raise InvalidInput(
+            f"run id {value[:70]!r} is invalid; expected 1-64 lowercase letters, digits, '_' or "
+            "'-', starting with a letter or digit (e.g. '3f9k2x7q')",
+            details={"field": "run_id"},
+        )
+    return value

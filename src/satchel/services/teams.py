@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from satchel.config import Settings
 from satchel.db.models import Membership, Team, User
 from satchel.errors import AlreadyExists, InvalidInput, NotFound, TeamStorageImmutable
-from satchel.services import names
+from satchel.services import audit, names, ttl
 from satchel.services.authz import Principal, Role, require_team_admin, team_role
 from satchel.services.storage import StorageRegistry
 from satchel.services.team_storage import StorageSpec, resolve_external
@@ -35,6 +35,8 @@ class TeamView:
     members: list[MemberView]
     my_role: str | None
     warnings: list[dict[str, str]] = field(default_factory=list)
+    # Default TTL of new artifact versions in seconds; None = keep forever (services/ttl.py).
+    artifact_ttl_seconds: int | None = None
 
 
 def parse_role(role: str) -> Role:
@@ -61,18 +63,21 @@ def team_view(db: Session, who: Principal, team: Team) -> TeamView:
     ]
     role = team_role(db, who, team)
     return TeamView(team.name, team.storage_type, team.storage_display, team.storage_path,
-                    team.created_at, members, role.value if role else None)
+                    team.created_at, members, role.value if role else None,
+                    artifact_ttl_seconds=team.artifact_ttl_seconds)
 
 
 def create_team(
     db: Session, who: Principal, name: str, *, storage: StorageRegistry | None = None,
     settings: Settings | None = None, spec: StorageSpec | None = None,
+    artifact_ttl_seconds: int | None = None,
 ) -> TeamView:
     """Create a team; you become its admin. Its storage is chosen now and never changes."""
     names.team_name(name)
+    ttl.check_team_ttl(artifact_ttl_seconds)
     if db.scalar(select(Team.id).where(Team.name == name)) is not None:
         raise AlreadyExists(f"team '{name}' already exists", details={"team": name})
-    team = Team(name=name, storage_type="internal")
+    team = Team(name=name, storage_type="internal", artifact_ttl_seconds=artifact_ttl_seconds)
     warnings: list[Finding] = []
     if spec is not None and spec.type != "internal":
         if storage is None or settings is None:
@@ -103,6 +108,19 @@ def change_storage(db: Session, who: Principal, name: str) -> None:
         "another bucket.",
         details={"team": name, "storage_type": team.storage_type},
     )
+
+
+def set_artifact_ttl(db: Session, who: Principal, name: str, seconds: int | None,
+                     info: audit.RequestInfo) -> TeamView:
+    """The team's default TTL for new artifact versions (None = keep forever). Existing
+    versions keep their expiry; team admins and instance admins only."""
+    team = get_team(db, name)
+    require_team_admin(db, who, team)
+    team.artifact_ttl_seconds = ttl.check_team_ttl(seconds)
+    db.flush()
+    audit.record(db, who, "team_artifact_ttl", info, team=name,
+                 keys=[(f"artifact_ttl_seconds={seconds}", None)])
+    return team_view(db, who, team)
 
 
 def list_teams(db: Session, who: Principal) -> list[TeamView]:

@@ -12,6 +12,7 @@ from satchel.server.deps import DB, Ctx, CurrentUser, Info
 from satchel.server.schemas import (
     ArtifactCollectionOut,
     ArtifactDownloadEntryOut,
+    ArtifactDownloadIn,
     ArtifactDownloadOut,
     ArtifactEntryOut,
     ArtifactMultipartOut,
@@ -23,21 +24,28 @@ from satchel.server.schemas import (
     CompleteMultipartIn,
     CreateArtifactVersion,
     CreateArtifactVersionOut,
+    PendingUrlsIn,
+    PendingUrlsOut,
+    ResumeIn,
     SetAliasIn,
 )
-from satchel.services import artifacts, projects
+from satchel.services import artifact_lifecycle, artifact_uploads, artifacts, projects
 
 router = APIRouter(tags=["artifacts"])
 BASE = "/teams/{team}/projects/{project}/artifacts"
 
 
 @router.get(BASE, response_model=list[ArtifactCollectionOut])
-def list_collections(team: str, project: str, who: CurrentUser, db: DB
+def list_collections(team: str, project: str, who: CurrentUser, db: DB,
+                     deleted: bool = Query(default=False,
+                                           description="List soft-deleted collections.")
                      ) -> list[ArtifactCollectionOut]:
-    """Artifact collections of a project that have at least one visible version."""
+    """Artifact collections of a project that have at least one visible version (or, with
+    ``deleted=true``, the soft-deleted collections)."""
     p = projects.get_project(db, who, team, project)
-    return [ArtifactCollectionOut.model_validate(c)
-            for c in artifacts.list_collections(db, who, p)]
+    found = (artifact_lifecycle.list_deleted_collections(db, who, p) if deleted
+             else artifacts.list_collections(db, who, p))
+    return [ArtifactCollectionOut.model_validate(c) for c in found]
 
 
 @router.post(BASE + "/{name}/versions", response_model=CreateArtifactVersionOut, status_code=201)
@@ -52,15 +60,44 @@ def create_version(team: str, project: str, name: str, body: CreateArtifactVersi
     res = artifacts.create_version(
         db, ctx.storage, who, p, name, type=body.type, entries=entries, info=info,
         expires_in=ctx.settings.presign_expiry_seconds, description=body.description,
-        metadata=body.metadata)
+        metadata=body.metadata, ttl_seconds=body.ttl_seconds, resume=_resume_hint(body.resume))
     return CreateArtifactVersionOut(
         version=ArtifactVersionOut.model_validate(res.version), created=res.created,
         uploads=[ArtifactUploadOut.model_validate(u) for u in res.uploads],
-        multipart=[ArtifactMultipartOut(
-            sha256=m.sha256, size=m.size, upload_id=m.upload_id, part_size=m.part_size,
-            parts=[ArtifactPartOut(number=int(u.path), url=u.url, method=u.method,
-                                   headers=u.headers, expires_at=u.expires_at)
-                   for u in m.parts]) for m in res.multipart])
+        multipart=[_multipart_out(m) for m in res.multipart], resumed=res.resumed)
+
+
+def _resume_hint(body: ResumeIn | None) -> artifact_uploads.ResumeHint | None:
+    if body is None:
+        return None
+    return artifact_uploads.ResumeHint(
+        body.pending_id, frozenset(s.lower() for s in body.uploaded),
+        {m.sha256.lower(): artifact_uploads.ResumeMultipart(m.upload_id, m.part_size,
+                                                             frozenset(m.parts_done))
+         for m in body.multipart})
+
+
+def _multipart_out(m: artifacts.MultipartInstructions) -> ArtifactMultipartOut:
+    return ArtifactMultipartOut(
+        sha256=m.sha256, size=m.size, upload_id=m.upload_id, part_size=m.part_size,
+        parts=[ArtifactPartOut(number=int(u.path), url=u.url, method=u.method,
+                               headers=u.headers, expires_at=u.expires_at) for u in m.parts],
+        sequential=m.sequential)
+
+
+@router.post(BASE + "/{name}/pending/{pending_id}/urls", response_model=PendingUrlsOut)
+def pending_urls(team: str, project: str, name: str, pending_id: int, body: PendingUrlsIn,
+                 who: CurrentUser, db: DB, ctx: Ctx, info: Info) -> PendingUrlsOut:
+    """Fresh upload URLs for objects and multipart parts of your pending version (presigned
+    URLs expire; a long or resumed upload asks again). Authorized and audited like the rest."""
+    p = projects.get_project(db, who, team, project)
+    uploads, multipart = artifact_uploads.refresh_urls(
+        db, ctx.storage, who, p, name, pending_id, objects=[s.lower() for s in body.objects],
+        parts=[artifact_uploads.PartsRequest(x.sha256.lower(), x.upload_id, x.part_size,
+                                             x.numbers) for x in body.parts],
+        info=info, expires_in=ctx.settings.presign_expiry_seconds)
+    return PendingUrlsOut(uploads=[ArtifactUploadOut.model_validate(u) for u in uploads],
+                          multipart=[_multipart_out(m) for m in multipart])
 
 
 @router.post(BASE + "/{name}/pending/{pending_id}/multipart", status_code=204)
@@ -106,11 +143,13 @@ def get_version(team: str, project: str, name: str, ref: str, who: CurrentUser, 
 
 @router.post(BASE + "/{name}/versions/{ref}/download", response_model=ArtifactDownloadOut)
 def download(team: str, project: str, name: str, ref: str, who: CurrentUser, db: DB, ctx: Ctx,
-             info: Info) -> ArtifactDownloadOut:
-    """Presigned GET URLs for every file of a version (authorized and audited)."""
+             info: Info, body: ArtifactDownloadIn | None = None) -> ArtifactDownloadOut:
+    """Presigned GET URLs for every file of a version (authorized and audited); with
+    ``paths``, only for those entries (the SDK refreshing expired URLs)."""
     p = projects.get_project(db, who, team, project)
     v, entries = artifacts.download_urls(db, ctx.storage, who, p, name, ref, info,
-                                         expires_in=ctx.settings.presign_expiry_seconds)
+                                         expires_in=ctx.settings.presign_expiry_seconds,
+                                         paths=body.paths if body is not None else None)
     return ArtifactDownloadOut(version=ArtifactVersionOut.model_validate(v),
                                entries=[ArtifactDownloadEntryOut.model_validate(e)
                                         for e in entries])

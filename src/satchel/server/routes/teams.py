@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from satchel.server.deps import DB, Ctx, CurrentUser
+from satchel.server.deps import DB, Ctx, CurrentUser, Info
 from satchel.server.schemas import AddMember, CreateTeam, TeamOut, UpdateTeam
 from satchel.services import teams
 from satchel.services.team_storage import StorageSpec
@@ -29,15 +29,20 @@ def create_team(body: CreateTeam, who: CurrentUser, db: DB, ctx: Ctx) -> TeamOut
             azure_client_id=s.azure_client_id, create_bucket=s.create_bucket,
         )
     view = teams.create_team(db, who, body.name, storage=ctx.storage, settings=ctx.settings,
-                             spec=spec)
+                             spec=spec, artifact_ttl_seconds=body.artifact_ttl_seconds)
     return TeamOut.model_validate(view)
 
 
 @router.patch("/teams/{team}", response_model=TeamOut)
-def update_team(team: str, body: UpdateTeam, who: CurrentUser, db: DB) -> TeamOut:
-    """Team settings. Storage cannot change after creation (409 team_storage_immutable)."""
+def update_team(team: str, body: UpdateTeam, who: CurrentUser, db: DB, info: Info
+                ) -> TeamOut:
+    """Team settings: the default artifact TTL (team admins and instance admins). Storage
+    cannot change after creation (409 team_storage_immutable)."""
     if body.storage is not None:
         teams.change_storage(db, who, team)
+    if "artifact_ttl_seconds" in body.model_fields_set:  # null clears it; absent leaves it
+        return TeamOut.model_validate(
+            teams.set_artifact_ttl(db, who, team, body.artifact_ttl_seconds, info))
     return TeamOut.model_validate(teams.show_team(db, who, team))
 
 
