@@ -30,13 +30,16 @@ bucket in four workloads: small up, small down, large up, large down.
 Rounds are interleaved (satchel, boto3 / boto3, satchel / ...), all upload rounds first, then all
 download rounds; medians of the per-round throughput ratios satchel/boto3 are reported (higher
 = SDK faster), with best-vs-best. Downloads are checked by SHA-256 after each sample (outside
-the timed region) and deleted. Then the unchanged re-log: the whole set (1 GiB + 2,000 files)
-logged once as one artifact and logged again ``--rounds`` times with the same SDK cache
-directory (warm hash cache, the goal) and with a fresh one (every file hashed again): wall time,
-bytes this process sent to the bucket (every ``socket.send``/``sendall`` counted by peer port,
-0 expected) and to the Satchel server (the manifest). For every SDK sample the script also
-records the time spent in each API call, and the CPU time the Satchel server and SeaweedFS
-processes used, to show where the time goes.
+the timed region) and deleted. Every sample starts after ``os.sync()`` (no write-back of the
+previous sample's bytes lands on it), and nothing is deleted from the bucket until the end
+(SeaweedFS reclaims deleted space by vacuuming volumes, which would fall on a later sample); the
+work directory therefore needs about 20 GB with the defaults. Then the unchanged re-log: the
+whole set (1 GiB + 2,000 files) logged once as one artifact and logged again ``--rounds`` times
+with the same SDK cache directory (warm hash cache, the goal) and with a fresh one (every file
+hashed again): wall time, bytes this process sent to the bucket (every ``socket.send`` /
+``sendall`` counted by peer port, 0 expected) and to the Satchel server (the manifest). For
+every SDK sample the script also records the time spent in each API call, and the CPU time the
+Satchel server and SeaweedFS processes used, to show where the time goes.
 
 Goals (issue 5): small up >= 1.4x, small down >= 1.4x, large down >= 1.8x, large up >= 1.0x,
 unchanged re-log < 2 s with 0 bytes sent to the bucket.
@@ -104,6 +107,9 @@ def timed_with_servers(fn: Callable[[], object], count: int, pids: tuple[int, in
                        api_calls: dict[str, float] | None = None) -> Timed:
     import gc
 
+    # Start every sample with no dirty pages: otherwise the write-back of the previous
+    # sample's gigabyte (in SeaweedFS's volume files or in a download) lands on this one.
+    os.sync()
     gc.collect()
     s0, b0 = proc_cpu(pids[0]), proc_cpu(pids[1])
     c0, w0 = time.process_time(), time.perf_counter()
@@ -371,14 +377,6 @@ class Boto3Side:
             for f in futures:
                 f.result()
 
-    def delete_prefix(self, prefix: str) -> None:
-        client = self.client(8)
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-        for start in range(0, len(keys), 1000):
-            client.delete_objects(Bucket=BUCKET, Delete={
-                "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
-
 
 # ---------------------------------------------------------------------------- the run
 
@@ -441,9 +439,7 @@ def tune_boto3(ctx: Context) -> dict[str, Any]:
                     cfg, [("ref/large.bin", out / "large.bin")])
             t = timed_with_servers(fn, count, ctx.pids)
             results.append({**cfg, "MBps": t.sample.wall_rate / 1e6})
-            if workload.endswith("up"):
-                ctx.b3.delete_prefix(prefix + "/")
-            else:
+            if workload.endswith("down"):
                 shutil.rmtree(ctx.work / "out" / "tune", ignore_errors=True)
             print(f"  tune boto3 {workload:10s} {_cfg_text(cfg):40s} "
                   f"{t.sample.wall_rate / 1e6:7.1f} MB/s", flush=True)
@@ -510,9 +506,6 @@ def run_rounds(ctx: Context, best: dict[str, dict[str, int]]) -> dict[str, Any]:
             print(f"  round {r + 1}/{a.rounds} {workload:10s} " + ", ".join(
                 f"{w} {series[workload][w].samples[-1].wall_rate / 1e6:6.1f}" for w in order)
                 + " MB/s", flush=True)
-        if r > 0:  # keep round 0's boto3 objects around for nothing; free the store's space
-            ctx.b3.delete_prefix(f"boto3/r{r}/")
-    ctx.b3.delete_prefix("boto3/r0/")
 
     for r in range(a.rounds):
         order = ["satchel", "boto3"] if r % 2 == 0 else ["boto3", "satchel"]

@@ -2,7 +2,7 @@
 
 Run from the repository root (MLflow is the ``bench`` extra: ``pip install -e '.[bench]'``)::
 
-    .venv/bin/python -m bench.bench_runs                        # both databases, ~6 min here
+    .venv/bin/python -m bench.bench_runs                        # both databases, ~5-11 min here
     .venv/bin/python -m bench.bench_runs --db sqlite --mlflow-steps 10000   # MLflow on 1M too
 
 Per database kind, one fresh database for each side (PostgreSQL: ``CREATE DATABASE`` on
@@ -10,9 +10,11 @@ Per database kind, one fresh database for each side (PostgreSQL: ``CREATE DATABA
 bound to 127.0.0.1 and stopped by their process group id:
 
 * ``satchel server`` (one worker, the default) with a generated admin API key;
-* ``mlflow server`` (its defaults: 4 uvicorn workers) with ``--backend-store-uri`` on the same
-  database kind and the same driver (psycopg 3 for PostgreSQL), ``--default-artifact-root`` a
-  temp dir, telemetry off (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``).
+* ``mlflow server --workers 1`` (``--mlflow-workers``; its default of 4 made uvicorn kill and
+  restart workers still importing on a loaded 2-core machine) with ``--backend-store-uri`` on the
+  same database kind and the same driver (psycopg 3 for PostgreSQL), ``--default-artifact-root``
+  a temp dir, telemetry off (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``) and no job runner
+  (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: GenAI jobs, idle polling processes).
 
 Then, rounds rotated (satchel, mlflow / mlflow, satchel / ...), each client in its OWN process
 (started fresh, so its wall time runs from process start -- interpreter, imports -- to the
@@ -27,7 +29,7 @@ moment everything is confirmed by the server):
   round.
 * (b) ``mlflow``: ``MlflowClient().create_run``, ``log_batch(run_id, metrics=[...1000
   Metric...])`` (10 steps of 100 keys per call) for ``--mlflow-steps`` steps (1,000 by default:
-  100k points, because MLflow ingests ~3,400 points/s, and 1M would take ~5 min per round),
+  100k points, because MLflow ingests ~3,000-5,000 points/s here: 1M takes 4-6 min per round),
   ``set_terminated``. ``log_batch`` is synchronous: when the last call returns the server has
   committed it. Counts are checked afterwards too.
 

@@ -566,6 +566,38 @@ ROUTES: dict[tuple[str, str], Route] = {
              Bad(f"{R}/r1/files/download", 422, "validation_failed", json={"paths": "a"}),
              Bad(f"{R}/nosuch/files/download", 404, "not_found", json={"paths": ["a"]})),
     ),
+    # ---- artifact lineage (services/lineage.py)
+    ("POST", f"{RUN}/{{run_id}}/artifacts/use"): Route(
+        example=f"{R}/r1/artifacts/use", body={"artifact": "kappa/demo/ds"},
+        bad=(Bad(f"{R}/r1/artifacts/use", 422, "validation_failed", json={}),
+             Bad(f"{R}/r1/artifacts/use", 422, "validation_failed",
+                 json={"artifact": "kappa/demo/ds", "run": "r1"}),
+             Bad(f"{R}/r1/artifacts/use", 400, "invalid_input", json={"artifact": "ds"}),
+             Bad(f"{R}/r1/artifacts/use", 404, "not_found",
+                 json={"artifact": "kappa/demo/nosuch:v0"}),
+             Bad(f"{R}/nosuch/artifacts/use", 404, "not_found",
+                 json={"artifact": "kappa/demo/ds"}),
+             Bad(f"{R}/r1/artifacts/use", 403, "permission_denied", as_user="carol",
+                 json={"artifact": "kappa/demo/ds"}),
+             Bad(f"{API}/teams/kappa/projects/hidden/runs/r1/artifacts/use", 404, "not_found",
+                 as_user="carol", json={"artifact": "kappa/demo/ds"}),
+             Bad(f"{R}/r1/artifacts/use", 403, "csrf_failed", as_user="session",
+                 json={"artifact": "kappa/demo/ds"})),
+    ),
+    ("GET", f"{RUN}/{{run_id}}/artifacts"): Route(
+        example=f"{R}/r1/artifacts",
+        bad=(Bad(f"{R}/nosuch/artifacts", 404, "not_found"),
+             Bad(f"{API}/teams/kappa/projects/hidden/runs/r1/artifacts", 404, "not_found",
+                 as_user="carol")),
+    ),
+    ("GET", f"{ART}/{{name}}/versions/{{ref}}/lineage"): Route(
+        example=f"{A}/ds/versions/v0/lineage",
+        bad=(Bad(f"{A}/nosuch/versions/v0/lineage", 404, "not_found"),
+             Bad(f"{A}/ds/versions/v0/lineage?limit=0", 422, "validation_failed"),
+             Bad(f"{A}/ds/versions/v0/lineage?offset=-1", 422, "validation_failed"),
+             Bad(f"{API}/teams/kappa/projects/hidden/artifacts/ds/versions/v0/lineage", 404,
+                 "not_found", as_user="carol")),
+    ),
     # ---- Parquet export (services/export.py)
     ("POST", f"{RUN}/{{run_id}}/export"): Route(
         example=f"{R}/r1/export", body={"force": True},

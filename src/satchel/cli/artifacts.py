@@ -119,7 +119,7 @@ def ls(
         else:
             rows = api.client.artifact_versions(*parts, deleted=deleted)
             columns = ["version", "aliases", "size", "file_count", "digest", "committed_at",
-                       "expires_at"]
+                       "expires_at", "producing_run"]
         if deleted:
             columns.append("deleted_at")
     if as_json:

@@ -257,8 +257,28 @@ class ArtifactVersion(Base):
     committed_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
-    # Lineage: the run that logged it (runs arrive with issue 7; no foreign key yet).
-    producing_run_id: Mapped[int | None] = mapped_column(Integer)
+    # Lineage: ``runs.id`` of the run that logged it, always a run of the same project
+    # (services/lineage.py validates it at write time). Deliberately no foreign key: adding one
+    # would rebuild this table on SQLite, and none is needed: runs are never hard-deleted on
+    # their own (soft delete; run ids are never reused) and the only hard delete of a run (its
+    # team's) removes this version too. A missing row reads as "no producer".
+    producing_run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class ArtifactUsage(Base):
+    """A run used (``run.use_artifact``) a committed version: lineage's consumers. One row per
+    (version, run), however often the run asked; deleting either removes it."""
+
+    __tablename__ = "artifact_usages"
+    __table_args__ = (UniqueConstraint("version_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    # The unique constraint's index serves lookups by version; this one lookups by run.
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("artifact_versions.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class ArtifactAlias(Base):

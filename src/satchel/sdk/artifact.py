@@ -31,7 +31,7 @@ from satchel.sdk.runs_api import ApiRun, RunsQuery, parse_run
 from satchel.sdk.transfer import TransferClient
 from satchel.sdk.uploads import FileEntry, RefEntry, UploadStats, upload_artifact
 
-__all__ = ["Api", "Artifact", "LoggedArtifact", "sha256_file"]
+__all__ = ["Api", "Artifact", "Lineage", "LoggedArtifact", "RunRef", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,30 @@ def parse_artifact_path(text: str) -> tuple[str, str, str, str | None]:
     if len(parts) != 3 or not all(parts):
         raise InvalidInput(f"expected team/project/name[:alias|:vN], got {text[:200]!r}")
     return parts[0], parts[1], parts[2], ref or None
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run named by lineage; ``used_at`` is when it first used the version (consumers)."""
+
+    team: str
+    project: str
+    run_id: str
+    used_at: datetime | None = None
+
+    @property
+    def path(self) -> str:
+        """``team/project/run_id``, as ``Api().run(...)`` takes it."""
+        return f"{self.team}/{self.project}/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which run produced a version and which used it (docs/artifacts.md, "Lineage")."""
+
+    producer: RunRef | None
+    consumers: list[RunRef]  # only runs you can read, first use first
+    hidden_consumers: int  # runs in projects you cannot read: counted, not named
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,29 @@ class LoggedArtifact:
     @property
     def metadata(self) -> dict[str, Any]:
         return dict(self._data["metadata"])
+
+    @property
+    def producing_run(self) -> str | None:
+        """Id of the run (in this version's project) that logged it; None when it was logged
+        outside a run."""
+        run = self._data.get("producing_run")
+        return None if run is None else str(run)
+
+    def lineage(self) -> Lineage:
+        """The run that produced this version and the runs that used it."""
+        consumers: list[RunRef] = []
+        offset = 0
+        while True:
+            page = self._api.client.artifact_lineage(self.team, self.project, self.name,
+                                                     self.version, offset=offset)
+            consumers += [RunRef(c["team"], c["project"], c["run_id"], parse_time(c["used_at"]))
+                          for c in page["consumers"]]
+            offset += len(page["consumers"])
+            if not page["consumers"] or offset >= int(page["total"]):
+                break
+        p = page["producer"]
+        producer = RunRef(p["team"], p["project"], p["run_id"]) if p is not None else None
+        return Lineage(producer, consumers, int(page["hidden_consumers"]))
 
     @property
     def expires_at(self) -> datetime | None:
@@ -243,9 +290,14 @@ class Api:
         self.close()
 
     def log_artifact(self, artifact: Artifact, project: str, *, aliases: Sequence[str] = (),
-                     progress: ProgressCallback | None = None) -> LoggedArtifact:
+                     progress: ProgressCallback | None = None,
+                     run_id: str | None = None) -> LoggedArtifact:
         """Log ``artifact`` to ``project`` ("team/project"); returns the committed version
         (the existing one when nothing changed, with 0 uploads).
+
+        ``run_id``: a run of that project to record as the producer (``run.log_artifact``
+        passes its own); when nothing changed, the run is recorded as a user of the existing
+        version instead (docs/artifacts.md, "Lineage").
 
         An upload interrupted earlier (process killed) with the same files resumes: finished
         files and multipart parts are not sent again. ``progress`` receives
@@ -260,6 +312,8 @@ class Api:
         }
         if artifact.ttl is not None:
             body["ttl_seconds"] = artifact.ttl
+        if run_id is not None:
+            body["run_id"] = run_id
         result = upload_artifact(
             self.client, self.transfer, team=team, project=proj, name=artifact.name, body=body,
             files=[FileEntry(e.path, e.local) for e in entries if e.local is not None],

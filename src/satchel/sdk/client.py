@@ -286,6 +286,29 @@ class Client:
     def remove_artifact_alias(self, team: str, project: str, name: str, alias: str) -> None:
         self.request("DELETE", f"{self._artifacts(team, project)}/{name}/aliases/{alias}")
 
+    # ----------------------------------------------------------------- lineage
+
+    def use_artifact(self, team: str, project: str, run_id: str, artifact: str) -> JSON:
+        """Record that run ``team/project/run_id`` used ``artifact``
+        (``team/project/name[:alias|:vN]``); returns the version with its team and project."""
+        result: JSON = self.request(
+            "POST", f"{API}/teams/{team}/projects/{project}/runs/{run_id}/artifacts/use",
+            json={"artifact": artifact})
+        return result
+
+    def run_artifacts(self, team: str, project: str, run_id: str) -> JSON:
+        """``{"logged": [...], "used": [...], "hidden": n}`` of a run."""
+        result: JSON = self.request(
+            "GET", f"{API}/teams/{team}/projects/{project}/runs/{run_id}/artifacts")
+        return result
+
+    def artifact_lineage(self, team: str, project: str, name: str, ref: str, *,
+                         limit: int = 1000, offset: int = 0) -> JSON:
+        result: JSON = self.request(
+            "GET", f"{self._artifacts(team, project)}/{name}/versions/{ref}/lineage",
+            params={"limit": limit, "offset": offset})
+        return result
+
     # ----------------------------------------------------------------- instance & storage
 
     def instance_storage(self) -> JSON:

@@ -21,19 +21,24 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from satchel.config import RunSettings
 from satchel.errors import InvalidInput, SatchelError
 from satchel.sdk.client import Client
 from satchel.sdk.console import ConsoleCapture
+from satchel.sdk.run_artifacts import RunArtifacts
 from satchel.sdk.run_files import RunFiles
 from satchel.sdk.sender import Sender, _transient
 from satchel.sdk.spool import RunInfo, Spool
 from satchel.sdk.system import SystemMetrics
+
+if TYPE_CHECKING:
+    from satchel.sdk.artifact import Artifact, LoggedArtifact
+    from satchel.sdk.progress import ProgressCallback
 
 __all__ = ["Run", "finish", "init", "log"]
 
@@ -184,6 +189,7 @@ class Run:
         if spool is not None:
             self._files = RunFiles(spool, client if mode == "online" else None, settings,
                                    sender=self._sender)
+        self._artifacts = RunArtifacts(self)  # run.log_artifact / use_artifact
 
     def __repr__(self) -> str:
         return f"<Run {self.path} ({self.mode})>"
@@ -265,6 +271,23 @@ class Run:
             return []
         return self._files.save(path, name=name, base_path=base_path, policy=policy)
 
+    # ------------------------------------------------------------------ artifacts
+
+    def log_artifact(self, artifact: Artifact, aliases: Sequence[str] = (), *,
+                     progress: ProgressCallback | None = None) -> LoggedArtifact | None:
+        """Log ``artifact`` to this run's project with this run as its producer (lineage);
+        returns the committed version. When the files equal the latest version, nothing new
+        is created and this run is recorded as a user of that version. Blocks until the
+        upload is committed. Online runs only (offline: refused; disabled: returns None).
+        See docs/artifacts.md, "Lineage"."""
+        return self._artifacts.log(artifact, aliases, progress)
+
+    def use_artifact(self, path: str) -> LoggedArtifact:
+        """Record that this run uses ``team/project/name[:alias|:vN]`` (default ``latest``;
+        any project whose artifacts you may download) and return that version, to
+        ``.download()``. Online runs only."""
+        return self._artifacts.use(path)
+
     # ------------------------------------------------------------------ finishing
 
     def finish(self, exit_code: int | None = None) -> None:
@@ -306,6 +329,7 @@ class Run:
         if self._files is not None:
             self._files.finish(deadline - time.monotonic())
         self._spool.close()
+        self._artifacts.close()
         if self._client is not None:
             self._client.close()
 

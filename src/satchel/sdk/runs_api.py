@@ -33,7 +33,7 @@ from satchel.sdk.uploads import request_from_json
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from satchel.sdk.artifact import Api
+    from satchel.sdk.artifact import Api, LoggedArtifact
     from satchel.sdk.run_files import RunFileInfo
 
 __all__ = ["ApiRun", "ExportedFile", "LogLine", "RunExport", "RunsQuery"]
@@ -388,6 +388,24 @@ class ApiRun:
             "POST", self._url + "/export", json={"force": force},
             timeout=httpx.Timeout(self._api.client.settings.timeout_seconds, read=None))
         return _export_result(self._api, out, Path(download) if download is not None else None)
+
+    # ------------------------------------------------------------------ artifacts (lineage)
+
+    def _artifacts(self, which: str) -> list[LoggedArtifact]:
+        from satchel.sdk.artifact import LoggedArtifact  # artifact.py imports this module
+
+        out = self._api.client.run_artifacts(self.team, self.project, self.id)
+        return [LoggedArtifact(self._api, str(a["team"]), str(a["project"]), a)
+                for a in out[which]]
+
+    def logged_artifacts(self) -> list[LoggedArtifact]:
+        """Versions this run logged (it is their producer) that you may read."""
+        return self._artifacts("logged")
+
+    def used_artifacts(self) -> list[LoggedArtifact]:
+        """Versions this run used (``run.use_artifact``) that you may read, first use
+        first."""
+        return self._artifacts("used")
 
 
 # --------------------------------------------------------------------------- tables

@@ -25,6 +25,7 @@ from satchel.server.routes import (
     gc,
     health,
     instance,
+    lineage,
     projects,
     run_export,
     run_files,
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     for module in (auth, users, teams, projects, files, artifacts, artifact_lifecycle,
-                   instance, runs, run_files, run_export, gc):
+                   instance, runs, run_files, run_export, lineage, gc):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(blob.router)
     app.include_router(web.router)

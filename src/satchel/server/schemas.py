@@ -278,6 +278,10 @@ class CreateArtifactVersion(BaseModel):
         default=None, description="Time-to-live from the commit, in seconds (1 to 50 years); "
         "0 = keep forever even if the team has a default; absent or null = the team's "
         "default. Ignored when nothing changed (created false): use PUT .../ttl.")
+    run_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="The run of this project that logs the version (lineage: its producer). "
+        "When nothing changed, the run is recorded as a user of the existing version instead.")
 
 
 class ArtifactVersionOut(Out):
@@ -298,6 +302,9 @@ class ArtifactVersionOut(Out):
     expires_at: datetime | None = Field(
         description="When the TTL runs out (committed_at + TTL; garbage collection then "
         "soft-deletes the version); null = kept forever. Provisional while pending.")
+    producing_run: str | None = Field(
+        description="Id of the run (in the version's project) that logged it; null when it "
+        "was logged outside a run.")
 
 
 class ArtifactUploadOut(Out):

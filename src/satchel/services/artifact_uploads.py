@@ -120,16 +120,18 @@ def _sign_parts(db: Session, bucket: TeamBucket, who: Principal, project: Projec
 def resume_pending(
     db: Session, storage: StorageRegistry, who: Principal, project: Project,
     c: ArtifactCollection, digest: str, hint: ResumeHint, info: audit.RequestInfo, *,
-    expires_in: int, description: str, metadata_json: str,
+    expires_in: int, description: str, metadata_json: str, producing_run_id: int | None = None,
 ) -> CreateResult | None:
     """Continue the hinted pending version, or None when it cannot be (the caller then creates
     a new one, as without a hint)."""
     v = _own_pending(db, who, c, hint.pending_id)
     if v is None or v.digest != digest:
         return None
-    # The digest covers the files only: description and metadata are the latest call's.
+    # The digest covers the files only: description, metadata and the producing run (lineage)
+    # are the latest call's.
     v.description = description
     v.metadata_json = metadata_json
+    v.producing_run_id = producing_run_id
     db.flush()
     missing = artifacts._missing_objects(db, project, _sizes(db, v))
     missing = {s: n for s, n in missing.items() if s not in hint.uploaded}

@@ -34,6 +34,7 @@ from satchel.db.models import (
     ArtifactObject,
     ArtifactVersion,
     Project,
+    Run,
 )
 from satchel.errors import ArtifactExpired, ArtifactIncomplete, Conflict, InvalidInput, NotFound
 from satchel.services import audit, ttl
@@ -118,6 +119,7 @@ class VersionView:
     committed_at: datetime | None
     deleted_at: datetime | None
     expires_at: datetime | None  # TTL (services/ttl.py); provisional while pending
+    producing_run: str | None = None  # run id (same project) that logged it; services/lineage
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +187,19 @@ def _aliases(db: Session, version: ArtifactVersion) -> list[str]:
                              .where(ArtifactAlias.version_id == version.id)))
 
 
+def _producer(db: Session, v: ArtifactVersion) -> str | None:
+    """The producing run's id; None without one, or when that run is soft-deleted."""
+    if v.producing_run_id is None:
+        return None
+    run = db.get(Run, v.producing_run_id)
+    return run.run_id if run is not None and run.deleted_at is None else None
+
+
 def _view(db: Session, c: ArtifactCollection, v: ArtifactVersion) -> VersionView:
     return VersionView(
         v.id, c.name, c.type, None if v.index is None else f"v{v.index}", v.digest, v.state,
         _aliases(db, v), v.description, json.loads(v.metadata_json), v.size, v.file_count,
-        v.created_at, v.committed_at, v.deleted_at, v.expires_at)
+        v.created_at, v.committed_at, v.deleted_at, v.expires_at, _producer(db, v))
 
 
 def _collection(db: Session, project: Project, name: str, *, lock: bool = False
@@ -277,12 +287,18 @@ def create_version(
     type: str, entries: Sequence[EntryIn], info: audit.RequestInfo, expires_in: int,
     description: str = "", metadata: dict[str, Any] | None = None,
     ttl_seconds: int | None = None, resume: ResumeHint | None = None,
+    run_id: str | None = None,
 ) -> CreateResult:
     """A pending version, plus what to upload; or the existing version when nothing changed.
 
     ``ttl_seconds``: None = the team default, 0 = keep forever (services/ttl.py). Logging
-    under the name of a soft-deleted collection reuses it (services/artifact_lifecycle.py)."""
+    under the name of a soft-deleted collection reuses it (services/artifact_lifecycle.py).
+    ``run_id``: the run of this project that logs it (lineage, services/lineage.py); when
+    nothing changed, that run is recorded as a user of the existing version instead."""
+    from satchel.services import lineage
+
     require_url_access(db, who, project, "PUT")
+    run = lineage.producing_run(db, who, project, run_id)
     lock_team(db, project.team_id)  # vs. the garbage collector: services/locks.py
     _check_name(name, "artifact name")
     _check_name(type, "artifact type")
@@ -312,6 +328,8 @@ def create_version(
         ArtifactAlias, ArtifactAlias.version_id == ArtifactVersion.id).where(
         ArtifactAlias.collection_id == c.id, ArtifactAlias.alias == LATEST))
     if latest is not None and latest.digest == digest and latest.deleted_at is None:
+        if run is not None:
+            lineage.unchanged_logged_by(db, who, project, c, latest, run, info)
         return CreateResult(_view(db, c, latest), created=False)
     if resume is not None:
         # An interrupted upload continues its pending version (docs/transfer.md).
@@ -319,7 +337,8 @@ def create_version(
 
         resumed = resume_pending(db, storage, who, project, c, digest, resume, info,
                                  expires_in=expires_in, description=description,
-                                 metadata_json=meta)
+                                 metadata_json=meta,
+                                 producing_run_id=run.id if run is not None else None)
         if resumed is not None:
             return resumed
 
@@ -328,7 +347,8 @@ def create_version(
                         description=description, metadata_json=meta, created_by=who.user_id,
                         size=sum(e.size for e in entries), file_count=len(entries),
                         created_at=created_at,
-                        expires_at=ttl.provisional_expiry(version_ttl, created_at))
+                        expires_at=ttl.provisional_expiry(version_ttl, created_at),
+                        producing_run_id=run.id if run is not None else None)
     db.add(v)
     db.flush()
     db.add_all([ArtifactEntry(version_id=v.id, path=e.path, sha256=e.sha256, size=e.size,

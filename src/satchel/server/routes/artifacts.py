@@ -60,7 +60,8 @@ def create_version(team: str, project: str, name: str, body: CreateArtifactVersi
     res = artifacts.create_version(
         db, ctx.storage, who, p, name, type=body.type, entries=entries, info=info,
         expires_in=ctx.settings.presign_expiry_seconds, description=body.description,
-        metadata=body.metadata, ttl_seconds=body.ttl_seconds, resume=_resume_hint(body.resume))
+        metadata=body.metadata, ttl_seconds=body.ttl_seconds, resume=_resume_hint(body.resume),
+        run_id=body.run_id)
     return CreateArtifactVersionOut(
         version=ArtifactVersionOut.model_validate(res.version), created=res.created,
         uploads=[ArtifactUploadOut.model_validate(u) for u in res.uploads],

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from satchel.errors import InvalidInput, PayloadTooLarge
 from satchel.server.deps import DB, CurrentUser
@@ -86,9 +87,16 @@ def update_run(team: str, project: str, run_id: str, body: UpdateRun, who: Curre
 
 
 async def records_body(request: Request) -> Any:
-    """The records body, gunzipped if ``Content-Encoding: gzip``, parsed as JSON."""
+    """The records body, gunzipped if ``Content-Encoding: gzip``, parsed as JSON -- in the
+    thread pool: a large batch takes a few hundred ms to parse, which must not stall the
+    event loop (and every other request) meanwhile."""
     raw = await request.body()
-    if request.headers.get("content-encoding", "").lower() == "gzip":
+    gz = request.headers.get("content-encoding", "").lower() == "gzip"
+    return await run_in_threadpool(_parse_records_body, raw, gz)
+
+
+def _parse_records_body(raw: bytes, gz: bool) -> Any:
+    if gz:
         try:
             d = zlib.decompressobj(wbits=31)
             raw = d.decompress(raw, MAX_BODY + 1)
