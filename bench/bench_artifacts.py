@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +147,8 @@ def count_sent() -> Iterator[dict[int, int]]:
         real_sendall(self, data, *args)
         add(self, memoryview(data).nbytes)
 
-    socket.socket.send = send  # type: ignore[method-assign]
-    socket.socket.sendall = sendall  # type: ignore[method-assign]
+    socket.socket.send = send  # type: ignore[method-assign,assignment]
+    socket.socket.sendall = sendall  # type: ignore[method-assign,assignment]
     try:
         yield sent
     finally:
@@ -416,27 +417,23 @@ def tune_boto3(ctx: Context) -> dict[str, Any]:
     tried: dict[str, list[dict[str, Any]]] = {}
     best: dict[str, dict[str, int]] = {}
     for workload, grid in grids.items():
-        results = []
+        results: list[dict[str, Any]] = []
         for n, cfg in enumerate(grid):
             prefix = f"tune/{workload.replace(' ', '-')}/{n}"
+            out = ctx.out("tune")
+            fn: Callable[[], object]
             if workload == "small up":
-                count = data.small_bytes
-                fn: Callable[[], object] = lambda cfg=cfg, p=prefix: ctx.b3.upload(  # noqa: E731
-                    cfg, ctx.small_keys(p))
+                count, fn = data.small_bytes, partial(ctx.b3.upload, cfg, ctx.small_keys(prefix))
             elif workload == "large up":
-                count = ctx.data.large.stat().st_size
-                fn = lambda cfg=cfg, p=prefix: ctx.b3.upload(  # noqa: E731
-                    cfg, [(data.large, f"{p}/large.bin")])
+                count = data.large.stat().st_size
+                fn = partial(ctx.b3.upload, cfg, [(data.large, f"{prefix}/large.bin")])
             elif workload == "small down":
                 count = data.small_bytes
-                out = ctx.out("tune")
-                fn = lambda cfg=cfg, out=out: ctx.b3.download(cfg, [  # noqa: E731
-                    (key, out / rel) for rel, key in _ref_small(ctx)])
+                fn = partial(ctx.b3.download, cfg,
+                             [(key, out / rel) for rel, key in _ref_small(ctx)])
             else:
-                count = ctx.data.large.stat().st_size
-                out = ctx.out("tune")
-                fn = lambda cfg=cfg, out=out: ctx.b3.download(  # noqa: E731
-                    cfg, [("ref/large.bin", out / "large.bin")])
+                count = data.large.stat().st_size
+                fn = partial(ctx.b3.download, cfg, [("ref/large.bin", out / "large.bin")])
             t = timed_with_servers(fn, count, ctx.pids)
             results.append({**cfg, "MBps": t.sample.wall_rate / 1e6})
             if workload.endswith("down"):
@@ -444,7 +441,7 @@ def tune_boto3(ctx: Context) -> dict[str, Any]:
             print(f"  tune boto3 {workload:10s} {_cfg_text(cfg):40s} "
                   f"{t.sample.wall_rate / 1e6:7.1f} MB/s", flush=True)
         top = max(results, key=lambda r: r["MBps"])
-        best[workload] = {k: v for k, v in top.items() if k != "MBps"}
+        best[workload] = {k: int(v) for k, v in top.items() if k != "MBps"}
         tried[workload] = results
     return {"best": best, "tried": tried}
 
@@ -500,8 +497,8 @@ def run_rounds(ctx: Context, best: dict[str, dict[str, int]]) -> dict[str, Any]:
                     prefix = f"boto3/r{r}"
                     files = ctx.small_keys(prefix) if small else [
                         (data.large, f"{prefix}/large.bin")]
-                    t = timed_with_servers(lambda f=files, w=workload: ctx.b3.upload(
-                        best[w], f), count, ctx.pids)
+                    t = timed_with_servers(partial(ctx.b3.upload, best[workload], files),
+                                           count, ctx.pids)
                 record(workload, who, t)
             print(f"  round {r + 1}/{a.rounds} {workload:10s} " + ", ".join(
                 f"{w} {series[workload][w].samples[-1].wall_rate / 1e6:6.1f}" for w in order)
@@ -529,10 +526,10 @@ def run_rounds(ctx: Context, best: dict[str, dict[str, int]]) -> dict[str, Any]:
                     api.close()
                     shutil.rmtree(cache_dir, ignore_errors=True)
                 else:
-                    files = ([(key, out / rel) for rel, key in _ref_small(ctx)] if small
-                             else [("ref/large.bin", out / "large.bin")])
-                    t = timed_with_servers(lambda f=files, w=workload: ctx.b3.download(
-                        best[w], f), count, ctx.pids)
+                    gets = ([(key, out / rel) for rel, key in _ref_small(ctx)] if small
+                            else [("ref/large.bin", out / "large.bin")])
+                    t = timed_with_servers(partial(ctx.b3.download, best[workload], gets),
+                                           count, ctx.pids)
                 record(workload, who, t)
                 check_tree(out, expected)
                 shutil.rmtree(out)
@@ -540,10 +537,10 @@ def run_rounds(ctx: Context, best: dict[str, dict[str, int]]) -> dict[str, Any]:
                 f"{w} {series[workload][w].samples[-1].wall_rate / 1e6:6.1f}" for w in order)
                 + " MB/s", flush=True)
 
-    out: dict[str, Any] = {"first_team": first_team, "workloads": {}}
+    result: dict[str, Any] = {"first_team": first_team, "workloads": {}}
     for w in WORKLOADS:
         s, b = series[w]["satchel"], series[w]["boto3"]
-        out["workloads"][w] = {
+        result["workloads"][w] = {
             "bytes": s.samples[0].count,
             "satchel": {**s.summary(), "median_MBps": s.median() / 1e6,
                         "best_MBps": s.best() / 1e6,
@@ -556,7 +553,7 @@ def run_rounds(ctx: Context, best: dict[str, dict[str, int]]) -> dict[str, Any]:
             "ratio": compare(s, b),
             "goal": GOALS[w],
         }
-    return out
+    return result
 
 
 def run_relog(ctx: Context, team: str) -> dict[str, Any]:
@@ -737,7 +734,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def _median_cpu(summary: dict[str, Any]) -> float:
-    return statistics.median(x["cpu"] for x in summary["samples"])
+    return float(statistics.median(x["cpu"] for x in summary["samples"]))
 
 
 def main(argv: list[str] | None = None) -> int:

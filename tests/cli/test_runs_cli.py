@@ -178,6 +178,16 @@ def test_offline_run_sync_twice_list_logs_export(server: ServerProcess, tmp_path
     _one_line_error(run_cli(["export", "run", "kappa/p/nosuch"], env), "NotFound:")
     _one_line_error(run_cli(["export", "project", "kappa"], env), "InvalidInput:")
 
+    # soft delete and restore; no --yes and no terminal counts as "no"
+    assert run_cli(["run", "rm", "kappa/p/off1"], env).returncode == 1
+    out = run_cli(["run", "rm", "kappa/p/off1", "--yes"], env)
+    assert out.returncode == 0 and "satchel run restore kappa/p/off1" in out.stdout, out.stderr
+    _one_line_error(run_cli(["run", "show", "kappa/p/off1"], env), "NotFound:")
+    out = run_cli(["run", "restore", "kappa/p/off1"], env)
+    assert out.returncode == 0, out.stderr
+    assert run_cli(["run", "show", "kappa/p/off1"], env).returncode == 0
+    _one_line_error(run_cli(["run", "restore", "kappa/p/off1"], env), "NotFound:")
+
 
 def _in_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run ``satchel ARGS`` with a pseudo-terminal as stdout/stderr (what a user sees)."""

@@ -5,7 +5,7 @@ What a user would notice, and what this test asserts:
 
 * the Satchel server never sees the file bytes: an ASGI middleware wrapped around the real app
   (served over HTTP by uvicorn) sums the ``http.request`` body bytes of every request, and the
-  total stays far below the 1.1 GB moved (it is the manifest of 2,001 entries, the commit and
+  total stays far below the 1.18 GB moved (it is the manifest of 2,001 entries, the commit and
   the multipart completion: a few hundred KB);
 * the SDK's memory stays bounded: the SDK runs in a child process (it imports only ``satchel``)
   whose peak RSS stays under 300 MB, for the log and for the download. The peak is the

@@ -14,7 +14,7 @@ import pytest
 
 from satchel.config import Settings
 from satchel.errors import UrlExpired
-from satchel.sdk.transfer import TransferClient, TransferConfig
+from satchel.sdk.transfer import Digest, TransferClient, TransferConfig
 from satchel.server.app import build_context, create_app
 from satchel.storage.base import CompletedPart, PresignedRequest
 from satchel.storage.local import LocalStore
@@ -73,9 +73,12 @@ def test_parallel_parts_up_and_ranged_download(local: LocalStore, tmp_path: Path
         etags = xfer.put_parts(src, reqs, part, on_part=lambda n, _e, _s: done.append(n))
         store.complete_multipart(upload, [CompletedPart(i + 1, e) for i, e in enumerate(etags)])
         dest = tmp_path / "out" / "big.bin"
-        got = xfer.get_file(store.presign_get("big.bin", expires_in=300), dest, size=size)
+        digest = Digest()
+        got = xfer.get_file(store.presign_get("big.bin", expires_in=300), dest, size=size,
+                            digest=digest)
     assert sorted(done) == [1, 2, 3, 4, 5]
     assert got == size and _sha(dest) == sha
+    assert digest.hexdigest == sha  # hashed in order while the 8 ranges arrived
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -87,8 +90,9 @@ def test_single_put_and_whole_get(local: LocalStore, tmp_path: Path) -> None:
         xfer.put_file(store.presign_put("small.bin", expires_in=60, size=300_000, sha256=sha),
                       src)
         dest = tmp_path / "small.out"
-        xfer.get_file(store.presign_get("small.bin", expires_in=60), dest)
-    assert _sha(dest) == sha
+        digest = Digest()
+        xfer.get_file(store.presign_get("small.bin", expires_in=60), dest, digest=digest)
+    assert _sha(dest) == sha and digest.hexdigest == sha
 
 
 def test_expired_url_is_refreshed_not_fatal(local: LocalStore, tmp_path: Path) -> None:
@@ -208,3 +212,53 @@ def test_an_already_expired_url_is_refreshed_before_anything_is_sent(
         xfer.put_file(stale, src, refresh=refresh)  # one attempt suffices: refreshed first
     assert sent == ["refresh"]
     assert local.get_bytes("xfer/proactive.bin") == b"proactive"
+
+
+class _CutRanges(BaseHTTPRequestHandler):
+    """Serves ``blob`` with Range support; the first answer for each range is cut off half
+    way (the connection drops), so every range is retried once."""
+
+    blob = b""
+    served: dict[str, int] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        rng = self.headers.get("Range", "")
+        start, end = (int(x) for x in rng.removeprefix("bytes=").split("-"))
+        body = self.blob[start:end + 1]
+        first = _CutRanges.served.get(rng, 0) == 0
+        _CutRanges.served[rng] = _CutRanges.served.get(rng, 0) + 1
+        self.send_response(206)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{len(self.blob)}")
+        self.end_headers()
+        self.wfile.write(body[:len(body) // 2] if first else body)
+        if first:
+            self.close_connection = True
+
+
+def test_ranges_retried_mid_stream_still_hash_right(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    _CutRanges.blob = os.urandom(9 * MiB + 77)
+    _CutRanges.served = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutRanges)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        req = PresignedRequest(f"http://127.0.0.1:{server.server_address[1]}/obj", "GET", {},
+                               datetime.now(UTC) + timedelta(minutes=5))
+        digest = Digest()
+        with TransferClient(TransferConfig(max_workers=3, range_threshold=1 * MiB,
+                                           range_size=2 * MiB, backoff_base=0.01)) as xfer:
+            got = xfer.get_file(req, tmp_path / "o.bin", size=len(_CutRanges.blob),
+                                digest=digest)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == len(_CutRanges.blob)
+    assert all(n == 2 for n in _CutRanges.served.values()) and len(_CutRanges.served) == 5
+    assert digest.hexdigest == hashlib.sha256(_CutRanges.blob).hexdigest()
+    assert (tmp_path / "o.bin").read_bytes() == _CutRanges.blob

@@ -497,6 +497,17 @@ ROUTES: dict[tuple[str, str], Route] = {
         bad=(Bad(f"{R}/nosuch", 404, "not_found", json={"name": "x"}),
              Bad(f"{R}/r1", 422, "validation_failed", json={"tags": "x"})),
     ),
+    ("DELETE", f"{RUN}/{{run_id}}"): Route(
+        example=f"{R}/r1",
+        bad=(Bad(f"{R}/nosuch", 404, "not_found"),
+             Bad(f"{R}/r1", 403, "permission_denied", as_user="carol"),
+             Bad(f"{R}/r1", 403, "csrf_failed", as_user="session")),
+    ),
+    ("POST", f"{RUN}/{{run_id}}/restore"): Route(
+        example=f"{R}/r1/restore",
+        bad=(Bad(f"{R}/r1/restore", 404, "not_found"),
+             Bad(f"{R}/r1/restore", 403, "permission_denied", as_user="carol")),
+    ),
     ("POST", f"{RUN}/{{run_id}}/records"): Route(
         example=f"{R}/r1/records", body={"start": 0, "records": []},
         bad=(Bad(f"{R}/r1/records", 400, "invalid_input", content=b"{not json"),

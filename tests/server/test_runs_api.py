@@ -245,3 +245,21 @@ def test_crash_detection_and_revival(client: TestClient, world: dict[str, dict[s
     # the process was only cut off: its next heartbeat revives the run
     r = client.post(f"{BASE}/c1/heartbeat", headers=h)
     assert r.status_code == 200 and r.json()["state"] == "running"
+
+
+def test_soft_delete_and_restore(client: TestClient, world: dict[str, dict[str, str]]) -> None:
+    h = world["alice"]
+    _start(client, h, run_id="d1")
+    _send(client, h, "d1", 0, [["h", 0, 1.0, {"y": 1}]])
+    assert client.delete(f"{BASE}/d1", headers=world["vic"]).status_code == 403
+    r = client.delete(f"{BASE}/d1", headers=h)
+    assert r.status_code == 200
+    assert client.get(f"{BASE}/d1", headers=h).status_code == 404
+    assert "d1" not in [x["run_id"] for x in client.get(BASE, headers=h).json()["runs"]]
+    assert _send(client, h, "d1", 1, [["h", 1, 1.0, {"y": 2}]]).status_code == 404
+    # the id stays taken, even by resume
+    r = client.post(BASE, json={"run_id": "d1", "resume": "allow"}, headers=h)
+    assert r.status_code == 409
+    assert client.post(f"{BASE}/d1/restore", headers=h).status_code == 200
+    assert client.post(f"{BASE}/d1/restore", headers=h).status_code == 404  # not deleted now
+    assert _history(client, h, "d1", "y")["y"]["values"] == [1.0]

@@ -13,10 +13,17 @@ from typing import Annotated, Any
 
 import typer
 
-from satchel.cli.output import console, err_console, error_line, print_json, print_table
+from satchel.cli.output import (
+    confirm,
+    console,
+    err_console,
+    error_line,
+    print_json,
+    print_table,
+)
 from satchel.errors import InvalidInput, SatchelError
 from satchel.sdk.artifact import Api
-from satchel.sdk.runs_api import RunExport, export_project, follow_logs
+from satchel.sdk.runs_api import RunExport, export_project, follow_logs, parse_run
 from satchel.sdk.sync import Progress, find_spools, sync_spool
 
 app = typer.Typer(help="List runs, show one, read its console output.", no_args_is_help=True)
@@ -96,6 +103,29 @@ def show(target: Annotated[str, typer.Argument(metavar="TEAM/PROJECT/RUN")],
     ]
     for label, value in lines:
         console.print(f"{label + ':':16}{value}", markup=False, highlight=False)
+
+
+@app.command("rm")
+def rm(target: Annotated[str, typer.Argument(metavar="TEAM/PROJECT/RUN")],
+       yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
+    """Soft-delete a run (restorable with `satchel run restore`; its id is never reused)."""
+    team, project, run_id = parse_run(target)
+    if not yes and not confirm(f"Delete run {target}?"):
+        raise typer.Exit(1)
+    with Api() as api:
+        api.client.request("DELETE", f"/api/v1/teams/{team}/projects/{project}/runs/{run_id}")
+    console.print(f"Deleted run {target}; undo with: satchel run restore {target}",
+                  markup=False, highlight=False)
+
+
+@app.command("restore")
+def restore(target: Annotated[str, typer.Argument(metavar="TEAM/PROJECT/RUN")]) -> None:
+    """Bring a soft-deleted run back."""
+    team, project, run_id = parse_run(target)
+    with Api() as api:
+        api.client.request(
+            "POST", f"/api/v1/teams/{team}/projects/{project}/runs/{run_id}/restore")
+    console.print(f"Restored run {target}.", markup=False, highlight=False)
 
 
 @app.command("logs")

@@ -19,9 +19,8 @@ from pathlib import Path
 from satchel.errors import ChecksumMismatch, InvalidInput
 from satchel.sdk.cache import DownloadCache
 from satchel.sdk.client import JSON, Client
-from satchel.sdk.hashcache import sha256_file
 from satchel.sdk.progress import ProgressCallback, Reporter
-from satchel.sdk.transfer import BatchRefresher, TransferClient
+from satchel.sdk.transfer import BatchRefresher, Digest, TransferClient
 from satchel.sdk.uploads import request_from_json
 from satchel.storage.base import PresignedRequest
 
@@ -79,9 +78,10 @@ def download_version(
         if cache is not None and _from_cache(cache, sha, size, dest, on_bytes):
             stats.add(objects_cached=1, bytes_cached=size)
         else:
+            digest = Digest()  # hashed while downloading: no second read of the file
             transfer.get_file(request_from_json(first), dest, size=size,
-                              refresh=refresher.for_key(sha), on_bytes=on_bytes)
-            if sha256_file(dest) != sha:
+                              refresh=refresher.for_key(sha), on_bytes=on_bytes, digest=digest)
+            if digest.hexdigest != sha:
                 dest.unlink(missing_ok=True)
                 raise ChecksumMismatch(f"{first['path']}: downloaded bytes do not match the "
                                        "recorded SHA-256; download again")

@@ -15,6 +15,7 @@ with a large block size and adds no per-chunk overhead.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import threading
@@ -242,20 +243,23 @@ class TransferClient:
     # ----------------------------------------------------------------- downloads
 
     def get_file(self, req: PresignedRequest, dest: Path, *, size: int | None = None,
-                 refresh: Refresh | None = None, on_bytes: Callable[[int], None] | None = None
-                 ) -> int:
+                 refresh: Refresh | None = None, on_bytes: Callable[[int], None] | None = None,
+                 digest: Digest | None = None) -> int:
         """Download to ``dest`` (written to a temp file, renamed when complete); returns bytes.
 
         Known sizes above the range threshold are fetched as parallel ranged GETs.
         ``on_bytes(n)`` is called as blocks arrive (progress; a retried request counts again).
+        With ``digest``, the file's SHA-256 is computed *while* it downloads (ranges are hashed
+        in order as soon as every range before them is complete) and left in
+        ``digest.hexdigest``, so the caller can verify without reading the file again.
         """
         tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             if size is not None and size >= self.config.range_threshold:
-                written = self._get_ranges(req, tmp, size, refresh, on_bytes)
+                written = self._get_ranges(req, tmp, size, refresh, on_bytes, digest)
             else:
-                written = self._get_whole(req, tmp, refresh, on_bytes)
+                written = self._get_whole(req, tmp, refresh, on_bytes, digest)
             if size is not None and written != size:
                 raise ChecksumMismatch(f"downloaded {written} bytes, expected {size}")
             os.replace(tmp, dest)
@@ -269,18 +273,24 @@ class TransferClient:
         return bytes(resp.data)
 
     def _get_whole(self, req: PresignedRequest, tmp: Path, refresh: Refresh | None,
-                   on_bytes: Callable[[int], None] | None = None) -> int:
+                   on_bytes: Callable[[int], None] | None = None,
+                   digest: Digest | None = None) -> int:
         def sink(resp: urllib3.BaseHTTPResponse) -> int:
             n = 0
+            h = hashlib.sha256() if digest is not None else None  # fresh for each attempt
             with open(tmp, "wb") as fh:
                 for chunk in resp.stream(BLOCK):
                     fh.write(chunk)
+                    if h is not None:
+                        h.update(chunk)
                     n += len(chunk)
                     if on_bytes is not None:
                         on_bytes(len(chunk))
                 if self.config.fsync_downloads:
                     fh.flush()
                     os.fsync(fh.fileno())
+            if digest is not None and h is not None:
+                digest.hexdigest = h.hexdigest()
             return n
 
         _, written = self._send(req, refresh=refresh, sink=sink)
@@ -288,9 +298,9 @@ class TransferClient:
         return written
 
     def _get_ranges(self, req: PresignedRequest, tmp: Path, size: int,
-                    refresh: Refresh | None, on_bytes: Callable[[int], None] | None = None
-                    ) -> int:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    refresh: Refresh | None, on_bytes: Callable[[int], None] | None = None,
+                    digest: Digest | None = None) -> int:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, size)
             step = self.config.range_size
@@ -324,14 +334,71 @@ class TransferClient:
                     raise StorageError("the store ignored the Range header")
                 if got != end - start + 1:
                     raise ChecksumMismatch(f"range {start}-{end}: got {got} bytes")
+                if hashing is not None:
+                    hashing.completed(ranges.index(rng))
                 return got
 
+            hashing = _InOrderHasher(fd, ranges) if digest is not None else None
             total = sum(self._pool.map(one, ranges))
+            if hashing is not None and digest is not None:
+                digest.hexdigest = hashing.result()
             if self.config.fsync_downloads:
                 os.fsync(fd)
             return total
         finally:
             os.close(fd)
+
+
+class Digest:
+    """Receives the SHA-256 (hex) of a file :meth:`TransferClient.get_file` downloaded."""
+
+    hexdigest: str | None = None
+
+
+class _InOrderHasher:
+    """SHA-256 of a file written as parallel ranges, computed while the download runs.
+
+    A range is hashed once it and every range before it are complete; the thread that
+    completes the next range in order hashes forward (reading the bytes back from the page
+    cache), the others go back to downloading. hashlib releases the GIL on large updates, so
+    hashing overlaps the remaining ranges' network and write time."""
+
+    def __init__(self, fd: int, ranges: Sequence[tuple[int, int]]) -> None:
+        self._fd = fd
+        self._ranges = ranges
+        self._done = [False] * len(ranges)
+        self._next = 0
+        self._active = False
+        self._lock = threading.Lock()
+        self._hash = hashlib.sha256()
+
+    def completed(self, index: int) -> None:
+        with self._lock:
+            self._done[index] = True
+            if self._active:
+                return  # the active hasher will get to it
+            self._active = True
+        while True:
+            with self._lock:
+                i = self._next
+                if i >= len(self._ranges) or not self._done[i]:
+                    self._active = False
+                    return
+            start, end = self._ranges[i]
+            pos = start
+            while pos <= end:
+                chunk = os.pread(self._fd, min(4 * BLOCK, end + 1 - pos), pos)
+                if not chunk:
+                    raise ChecksumMismatch(f"range {start}-{end} is shorter than expected")
+                self._hash.update(chunk)
+                pos += len(chunk)
+            with self._lock:
+                self._next = i + 1
+
+    def result(self) -> str:
+        if self._next != len(self._ranges):
+            raise ChecksumMismatch("not every downloaded range was hashed")
+        return self._hash.hexdigest()
 
 
 class BatchRefresher(Generic[K]):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from satchel.db.models import (
@@ -37,7 +37,7 @@ from satchel.db.models import (
     Run,
 )
 from satchel.errors import ArtifactExpired, ArtifactIncomplete, Conflict, InvalidInput, NotFound
-from satchel.services import audit, ttl
+from satchel.services import artifact_verify, audit, ttl
 from satchel.services.authz import Principal, require_url_access
 from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, IssuedUrl, issue_urls
 from satchel.services.locks import lock_team
@@ -351,9 +351,10 @@ def create_version(
                         producing_run_id=run.id if run is not None else None)
     db.add(v)
     db.flush()
-    db.add_all([ArtifactEntry(version_id=v.id, path=e.path, sha256=e.sha256, size=e.size,
-                              ref=e.ref) for e in entries])
-    db.flush()
+    if entries:  # one bulk INSERT (ORM objects cost ~0.15 ms each for 2,000-file manifests)
+        db.execute(insert(ArtifactEntry), [
+            {"version_id": v.id, "path": e.path, "sha256": e.sha256, "size": e.size,
+             "ref": e.ref} for e in entries])
     missing = _missing_objects(db, project, {e.sha256: e.size for e in entries if e.sha256})
     bucket = storage.team_bucket(db, project.team)
     caps = bucket.store.capabilities
@@ -452,16 +453,11 @@ def commit(
     files = {e.sha256: e.size for e in entries if e.sha256 is not None}
     missing = _missing_objects(db, project, files)
     bucket = storage.team_bucket(db, project.team)
-    problems: list[dict[str, Any]] = []
-    for sha, size in sorted(missing.items()):
-        head = bucket.store.head(object_key(project, sha))
-        if head is None:
-            problems.append({"sha256": sha, "problem": "missing"})
-        elif head.size != size:
-            problems.append({"sha256": sha, "problem": "size", "expected": size,
-                             "found": head.size})
-        elif head.sha256 is not None and head.sha256.lower() != sha:
-            problems.append({"sha256": sha, "problem": "sha256", "found": head.sha256})
+    known = db.scalar(select(func.count()).select_from(ArtifactObject)
+                      .where(ArtifactObject.team_id == project.team_id)) or 0
+    problems = artifact_verify.verify(
+        bucket.store, missing, known_objects=int(known),
+        key_of=lambda sha: object_key(project, sha), multipart_threshold=MULTIPART_THRESHOLD)
     if problems:
         raise ArtifactIncomplete(
             f"cannot commit '{name}': {len(problems)} object(s) are missing from the bucket or "

@@ -296,3 +296,25 @@ def console(db: Session, run: Run, *, offset: int = 0, limit: int = 1000
     return list(db.scalars(select(ConsoleLine).where(
         ConsoleLine.run_id == run.id, ConsoleLine.line_no >= offset)
         .order_by(ConsoleLine.line_no).limit(limit)))
+
+
+def delete_run(db: Session, who: Principal, project: Project, run_id: str, *,
+               now: datetime | None = None) -> Run:
+    """Soft delete: the run disappears from lists and reads at once (its id stays taken);
+    ``restore_run`` brings it back. History, console lines and files are kept."""
+    run = get_run(db, who, project, run_id, write=True, lock=True)
+    run.deleted_at = now or datetime.now(UTC)
+    db.flush()
+    return run
+
+
+def restore_run(db: Session, who: Principal, project: Project, run_id: str) -> Run:
+    require_write_project(db, who, project)
+    run = db.scalar(select(Run).where(Run.project_id == project.id, Run.run_id == run_id,
+                                      Run.deleted_at.is_not(None)).with_for_update())
+    if run is None:
+        raise NotFound(f"no deleted run '{project.team.name}/{project.name}/{run_id[:64]}'",
+                       details={"run": run_id[:64]})
+    run.deleted_at = None
+    db.flush()
+    return run

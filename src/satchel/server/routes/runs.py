@@ -86,6 +86,19 @@ def update_run(team: str, project: str, run_id: str, body: UpdateRun, who: Curre
                                 notes=body.notes), p)
 
 
+@router.delete(BASE + "/{run_id}", response_model=RunOut)
+def delete_run(team: str, project: str, run_id: str, who: CurrentUser, db: DB) -> RunOut:
+    """Soft delete (restorable with ``POST .../restore``; the id is never reused)."""
+    p = projects.get_project(db, who, team, project)
+    return _out(runs.delete_run(db, who, p, run_id), p)
+
+
+@router.post(BASE + "/{run_id}/restore", response_model=RunOut)
+def restore_run(team: str, project: str, run_id: str, who: CurrentUser, db: DB) -> RunOut:
+    p = projects.get_project(db, who, team, project)
+    return _out(runs.restore_run(db, who, p, run_id), p)
+
+
 async def records_body(request: Request) -> Any:
     """The records body, gunzipped if ``Content-Encoding: gzip``, parsed as JSON -- in the
     thread pool: a large batch takes a few hundred ms to parse, which must not stall the
