@@ -485,3 +485,31 @@ def test_a_key_named_like_an_index_column_is_renamed_not_duplicated() -> None:
     taken = {"_step", "_step_logged"}
     assert export._column_name("_step", {"_step"}, taken) == "_step_logged_"
     assert export._column_name("loss", {"_step"}, taken) == "loss"
+
+
+def test_a_finished_run_is_exported_at_once_not_at_the_next_sweep(
+        ctx: AppContext, world: dict[str, dict[str, str]]) -> None:
+    """With an hour between sweeps, a run's finish record wakes the export job: the export
+    appears within seconds (the deadline only guards against a hang)."""
+    import time
+
+    from satchel.server.app import create_app
+    from satchel.server.deps import AppContext as Ctx
+
+    h = world["alice"]
+    hourly = ctx.settings.model_copy(update={"export_interval_seconds": 3600,
+                                             "gc_interval_seconds": 0,
+                                             "run_monitor_interval_seconds": 0})
+    other = Ctx(settings=hourly, db=ctx.db, instance_secret=ctx.instance_secret,
+                storage=ctx.storage)
+    with TestClient(create_app(hourly, context=other)) as c:
+        assert c.app.state.export_scheduler is not None  # type: ignore[attr-defined]
+        _start(c, h, "quick")
+        _send(c, h, "quick", 0, [["h", 0, T0, {"x": 1}]])
+        time.sleep(1.5)  # the job's first sweep (at start) is over; the next is an hour away
+        assert _exported_at(ctx, "quick") is None  # running: not exported
+        _send(c, h, "quick", 1, [["x", 0, T0 + 1]])
+        deadline = time.monotonic() + 60
+        while _exported_at(ctx, "quick") is None:
+            assert time.monotonic() < deadline, "the finish did not wake the export job"
+            time.sleep(0.1)

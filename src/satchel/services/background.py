@@ -72,6 +72,7 @@ class PeriodicJob:
         self.tick = tick
         self.retry_seconds = retry_seconds
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -85,12 +86,18 @@ class PeriodicJob:
             except Exception:
                 log.exception("background job %s failed", self.name)
                 wait = self.retry_seconds
-            if self._stop.wait(max(wait, MIN_WAIT_SECONDS)):
-                return
+            self._wake.wait(max(wait, MIN_WAIT_SECONDS))
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Run the next round now instead of after the wait (e.g. a run just finished and
+        its export is due); a round in progress finishes first."""
+        self._wake.set()
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask the thread to stop and wait for it (a round in progress finishes first)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 

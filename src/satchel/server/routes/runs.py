@@ -10,7 +10,7 @@ import json
 import zlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -128,7 +128,8 @@ def _parse_records_body(raw: bytes, gz: bool) -> Any:
              openapi_extra={"requestBody": {"content": {"application/json": {
                  "schema": RecordsIn.model_json_schema()}}, "required": True}})
 def post_records(team: str, project: str, run_id: str, who: CurrentUser, db: DB,
-                 body: Annotated[Any, Depends(records_body)]) -> RecordsOut:
+                 body: Annotated[Any, Depends(records_body)], request: Request,
+                 after: BackgroundTasks) -> RecordsOut:
     """Apply a batch of numbered records exactly once (see docs/runs.md)."""
     if not isinstance(body, dict) or not isinstance(body.get("start"), int) or \
             isinstance(body.get("start"), bool) or not isinstance(body.get("records"), list):
@@ -137,6 +138,11 @@ def post_records(team: str, project: str, run_id: str, who: CurrentUser, db: DB,
     p = projects.get_project(db, who, team, project)
     run = runs.get_run(db, who, p, run_id, write=True, lock=True)
     res = run_records.apply(db, run, body["start"], body["records"])
+    exporter = request.app.state.export_scheduler
+    if res.applied and res.state != "running" and exporter is not None:
+        # The run just finished: export it now rather than at the next sweep. A background
+        # task runs after the response, so after this request's transaction committed.
+        after.add_task(exporter.job.wake)
     return RecordsOut.model_validate(res, from_attributes=True)
 
 
