@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from satchel.db.models import Project, Run, RunFile
 from satchel.errors import ArtifactIncomplete, InvalidInput, NotFound
-from satchel.services import audit, runs
+from satchel.services import artifact_verify, audit, runs
 from satchel.services.authz import Principal, require_url_access
 from satchel.services.files import FileRequest, IssuedUrl, issue_urls
 from satchel.services.storage import StorageRegistry
@@ -207,26 +207,22 @@ def commit(db: Session, storage: StorageRegistry, who: Principal, project: Proje
     rows = _rows(db, run, paths)
     bucket = storage.team_bucket(db, project.team)
     problems: list[dict[str, Any]] = []
-    pending: list[RunFile] = []
+    to_check: list[RunFile] = []
     for path in dict.fromkeys(paths):
         row = rows.get(path)
         if row is None or row.kind not in KINDS:
             problems.append({"path": path, "problem": "not_registered"})
-            continue
-        if row.state == "committed":
-            continue  # a retried commit
-        head = bucket.store.head(file_key(project, run_id, path))
-        if head is None:
-            problems.append({"path": path, "problem": "missing"})
-        elif head.size != row.size:
-            problems.append({"path": path, "problem": "size", "expected": row.size,
-                             "found": head.size})
-        elif head.sha256 is not None and row.sha256 is not None and \
-                head.sha256.lower() != row.sha256:
-            problems.append({"path": path, "problem": "sha256", "expected": row.sha256,
-                             "found": head.sha256})
-        else:
+        elif row.state != "committed":  # committed already: a retried commit
+            to_check.append(row)
+    heads = artifact_verify.head_many(
+        bucket.store, [file_key(project, run_id, row.path) for row in to_check])
+    pending: list[RunFile] = []
+    for row, head in zip(to_check, heads, strict=True):
+        problem = artifact_verify.problem_of(head, row.size, row.sha256)
+        if problem is None:
             pending.append(row)
+        else:
+            problems.append({"path": row.path, **problem})
     if problems:
         raise ArtifactIncomplete(
             f"cannot commit {len(problems)} file(s) of run '{project.team.name}/{project.name}/"
