@@ -25,6 +25,8 @@ lock (collection rows are locked after it), so the order is the same everywhere.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -32,7 +34,16 @@ from sqlalchemy.orm import Session
 # First key of the two-key advisory lock space: "artifact objects of team <id>".
 TEAM_LOCK_SPACE = 0x5A7C_0001 & 0x7FFF_FFFF
 
-_SQLITE_LOCK = text("UPDATE teams SET id = id WHERE id = :id")
+def sqlite_write_lock(s: Session, table: Literal["teams", "runs"], row_id: int) -> None:
+    """SQLite has no row locks and pysqlite begins a transaction at its first write: a no-op
+    write to one row takes the database's single write lock now and holds it until ``s``
+    commits, so rows read after this cannot change before then. (PostgreSQL callers use
+    ``SELECT ... FOR UPDATE`` or an advisory lock instead.)"""
+    s.execute(_WRITE_LOCK[table], {"id": row_id})
+
+
+_WRITE_LOCK = {"teams": text("UPDATE teams SET id = id WHERE id = :id"),
+               "runs": text("UPDATE runs SET id = id WHERE id = :id")}
 
 
 def lock_team(s: Session, team_id: int) -> None:
@@ -41,7 +52,7 @@ def lock_team(s: Session, team_id: int) -> None:
         s.execute(text("SELECT pg_advisory_xact_lock(:space, :id)"),
                   {"space": TEAM_LOCK_SPACE, "id": team_id})
     else:
-        s.execute(_SQLITE_LOCK, {"id": team_id})
+        sqlite_write_lock(s, "teams", team_id)
 
 
 def try_lock_team(s: Session, team_id: int) -> bool:
@@ -55,7 +66,7 @@ def try_lock_team(s: Session, team_id: int) -> bool:
     (timeout,) = raw.execute("PRAGMA busy_timeout").fetchone()
     raw.execute("PRAGMA busy_timeout = 0")
     try:
-        s.execute(_SQLITE_LOCK, {"id": team_id})
+        sqlite_write_lock(s, "teams", team_id)
         return True
     except OperationalError:
         return False

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from satchel.db.models import ConsoleLine, Project, Run
 from satchel.errors import AlreadyExists, InvalidInput, NotFound
-from satchel.services import names
+from satchel.services import locks, names
 from satchel.services.authz import Principal, require_read_project, require_write_project
 
 STATES = ("running", "finished", "failed", "crashed")
@@ -122,11 +122,9 @@ def get_run(db: Session, who: Principal, project: Project, run_id: str, *,
         raise NotFound(f"run '{project.team.name}/{project.name}/{run_id[:64]}' does not exist",
                        details={"run": run_id[:64]})
     if lock and db.get_bind().dialect.name == "sqlite":
-        # SQLite has no row locks and pysqlite starts the transaction at the first write: a
-        # no-op write takes the database's write lock now, then the row is read again, so
-        # nothing can change record_hwm between our read and our commit.
-        db.execute(update(Run).where(Run.id == run.id).values(id=Run.id)
-                   .execution_options(synchronize_session=False))
+        # No row locks on SQLite: take the write lock, then read the row again, so nothing
+        # can change record_hwm between our read and our commit.
+        locks.sqlite_write_lock(db, "runs", run.id)
         db.refresh(run)
     return run
 
