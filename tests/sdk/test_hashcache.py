@@ -156,6 +156,7 @@ def test_two_processes_write_the_same_cache(tmp_path: Path) -> None:
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+        assert "hash cache disabled" not in err, err  # neither process lost its cache
     cache = HashCache(db)
     for tag in ("a", "b"):
         stats = [FileStat.of(tmp_path / f"{tag}-{i}") for i in range(200)]

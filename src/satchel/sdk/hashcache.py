@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Longer than the coarse timestamp granularity of common Linux/macOS filesystems (a jiffy,
 # 1-10 ms; APFS/ext4/XFS store nanoseconds but update them from a coarse clock).
 RACY_NS = 100_000_000
+OPEN_ATTEMPTS = 10
 # Rows beyond this are pruned, least recently hashed first (paths from long-gone trees).
 MAX_ROWS = 1_000_000
 
@@ -88,12 +89,23 @@ class HashCache:
         self.path = db_path
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        try:
-            conn = connect(db_path)
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("hash cache disabled: cannot open %s (%s)", db_path, exc)
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                conn = connect(db_path)
+                conn.executescript(_SCHEMA)
+                self._conn = conn
+                return
+            except sqlite3.OperationalError as exc:
+                # Two processes opening a new cache at once: switching it to WAL needs the
+                # file to itself, and SQLite answers "locked" at once rather than waiting.
+                if "locked" in str(exc) and attempt + 1 < OPEN_ATTEMPTS:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                log.warning("hash cache disabled: cannot open %s (%s)", db_path, exc)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("hash cache disabled: cannot open %s (%s)", db_path, exc)
+                return
 
     @property
     def enabled(self) -> bool:
