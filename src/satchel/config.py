@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     artifact_retention_seconds: int = Field(
         default=30 * 86_400, ge=0,
         description="How long a soft-deleted artifact version (or its collection or project) "
-        "stays restorable; garbage collection frees its objects after that.",
+        "or run stays restorable; garbage collection frees its objects (and purges the run's "
+        "data) after that.",
     )
     gc_interval_seconds: int = Field(
         default=21_600, ge=0,

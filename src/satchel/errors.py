@@ -173,6 +173,13 @@ class ArtifactExpired(Conflict):
     code = "artifact_expired"
 
 
+class RunPurged(Conflict):
+    """Restore refused: the run was deleted longer than the retention window ago and the
+    garbage collector has purged it (its history, console, files and exports are gone)."""
+
+    code = "run_purged"
+
+
 class RecordGap(Conflict):
     """A run's records arrived out of order: the server has applied ``details["hwm"]`` records
     and the batch starts later. The SDK rewinds its spool to ``hwm`` and sends again."""

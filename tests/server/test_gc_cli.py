@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from satchel.cli.gc import human_bytes
 from satchel.cli.main import main
-from satchel.db.models import ArtifactObject, ArtifactVersion
+from satchel.db.models import ArtifactObject, ArtifactVersion, Run
 from satchel.server.app import create_app
 from satchel.server.deps import AppContext
 from satchel.services import gc, leases
@@ -21,6 +21,7 @@ from tests.conftest import ADMIN_KEY
 from tests.live import free_port, serve_in_thread
 from tests.server.test_artifacts_local import _log
 from tests.server.test_gc_local import _delete, _store, alice, sha
+from tests.server.test_run_files import _send as send_files
 
 __all__ = ["alice"]
 
@@ -88,3 +89,22 @@ def test_gc_dry_run_run_and_status(cli: str, client: TestClient, ctx: AppContext
     assert err.startswith("Conflict: another garbage collection is running") and "\n" not in err
     assert main(["gc", "status"]) == 0
     assert "Collector: running (lease held by other" in capsys.readouterr().out
+
+
+def test_gc_reports_purged_runs(cli: str, client: TestClient, ctx: AppContext,
+                                alice: dict[str, str], capsys: pytest.CaptureFixture[str]
+                                ) -> None:
+    runs = "/api/v1/teams/kappa/projects/p/runs"
+    assert client.post(runs, json={"run_id": "old"}, headers=alice).status_code == 201
+    send_files(client, alice, {"a.bin": b"a" * 2048, "b.txt": b"b"}, base=f"{runs}/old/files")
+    assert client.delete(f"{runs}/old", headers=alice).status_code == 200
+    with ctx.db.session() as s:
+        s.execute(update(Run).values(deleted_at=datetime.now(UTC) - timedelta(days=365)))
+    capsys.readouterr()
+    assert main(["gc", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted runs would be purged: 1; run files would be freed: 2 (2.0 KiB)" in out
+    assert main(["gc"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted runs purged: 1; run files freed: 2 (2.0 KiB)" in out
+    assert "freed 2 objects, 2.0 KiB" in out

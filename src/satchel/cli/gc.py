@@ -52,6 +52,10 @@ def print_run(run: dict[str, Any]) -> None:
                f" ({human_bytes(t['bytes_freed'])}) and "
                f"{_plural(t['orphan_objects_freed'], 'orphan object')} "
                f"({human_bytes(t['orphan_bytes_freed'])})")
+        if t.get("runs_purged") or t.get("run_objects_freed"):
+            _print(f"    deleted runs {would}purged: {t['runs_purged']}; run files "
+                   f"{would}freed: {t['run_objects_freed']} "
+                   f"({human_bytes(t['run_bytes_freed'])})")
         orphans, missing = t.get("orphan_objects_count", 0), t.get("rows_missing_object_count", 0)
         _print(f"    objects without rows: {orphans} ({t['orphan_objects_kept']} kept: live or "
                f"younger than the grace period); rows without objects: {missing}")

@@ -364,6 +364,9 @@ class Run(Base):
     resumed: Mapped[int] = mapped_column(Integer, default=0)
     exported_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    # Set by the garbage collector when it purged the run (deleted longer than the retention
+    # window ago): its data and files are gone, the row stays so the id is never reused.
+    purged_at: Mapped[datetime | None] = mapped_column(TZDateTime())
 
 
 class HistorySegment(Base):

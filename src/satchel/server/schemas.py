@@ -468,7 +468,8 @@ class GcRunOut(Out):
     multipart_aborted: int
     rows_missing_object: int
     report: dict[str, object] = Field(description="Per-team details: counts, orphan objects "
-                                      "(without rows) and rows without objects, errors.")
+                                      "(without rows) and rows without objects, deleted runs "
+                                      "purged and their files freed, errors.")
     error: str | None
 
 

@@ -7,6 +7,9 @@ Each run, per team, in this order:
    row). From then on they are ordinary deleted versions: restorable for the retention window.
 2. **Stale pending versions** (created more than ``pending_expiry_seconds`` ago and never
    committed) are dropped with their entries; their uploaded objects become orphans.
+   **Deleted runs** (themselves or through their project) longer than ``retention_seconds``
+   ago are purged, and the objects under their ``runs/<project>/<run_id>/`` prefixes freed
+   (:mod:`satchel.services.run_purge`).
 3. **Objects**: an object (``artifacts/sha256/<aa>/<bb>/<sha>`` under a team's prefix) is
    **live** when any entry of one of these versions of the same team references it:
 
@@ -61,7 +64,7 @@ from satchel.db.models import (
 from satchel.db.session import Database
 from satchel.errors import Conflict, NotFound
 from satchel.logs import scrub
-from satchel.services import audit, leases, locks
+from satchel.services import audit, leases, locks, run_purge
 from satchel.services.artifacts import move_latest
 from satchel.services.storage import StorageRegistry
 from satchel.storage.base import MultipartUpload
@@ -99,11 +102,17 @@ class TeamReport:
     multipart_aborted: int = 0
     skipped_now_live: int = 0  # became live between the scan and the delete
     delete_failures: int = 0
+    # Deleted runs purged past the retention window (services/run_purge.py) and the objects
+    # under their runs/<project>/<run_id>/ prefixes freed.
+    runs_purged: int = 0
+    run_objects_freed: int = 0
+    run_bytes_freed: int = 0
+    unknown_run_prefixes: list[str] = field(default_factory=list)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in ("orphan_objects", "rows_missing_object"):
+        for name in ("orphan_objects", "rows_missing_object", "unknown_run_prefixes"):
             out[f"{name}_count"] = len(out[name])
             out[name] = out[name][:REPORT_LIST_LIMIT]
         return out
@@ -120,11 +129,16 @@ class GcReport:
 
     @property
     def objects_freed(self) -> int:
-        return sum(t.objects_freed + t.orphan_objects_freed for t in self.teams)
+        return sum(t.objects_freed + t.orphan_objects_freed + t.run_objects_freed
+                   for t in self.teams)
 
     @property
     def bytes_freed(self) -> int:
-        return sum(t.bytes_freed + t.orphan_bytes_freed for t in self.teams)
+        return sum(t.bytes_freed + t.orphan_bytes_freed + t.run_bytes_freed for t in self.teams)
+
+    @property
+    def runs_purged(self) -> int:
+        return sum(t.runs_purged for t in self.teams)
 
     @property
     def versions_expired(self) -> int:
@@ -345,6 +359,13 @@ def _collect_team(db: Database, storage: StorageRegistry, team_id: int, tr: Team
         team = s.get(Team, team_id)
         assert team is not None
         store = storage.team_bucket(s, team).store
+    runs = run_purge.purge(
+        db, store, team_id, now=now, cutoff=now - timedelta(seconds=policy.retention_seconds),
+        young=now - timedelta(seconds=policy.grace_seconds), dry_run=dry_run, step=keeper.step)
+    tr.runs_purged, tr.run_objects_freed = runs.runs_purged, runs.run_objects_freed
+    tr.run_bytes_freed, tr.unknown_run_prefixes = runs.run_bytes_freed, runs.unknown_run_prefixes
+    tr.delete_failures += runs.run_delete_failures
+    keeper.step()
     # List the bucket before reading the database: an object that appears after the listing
     # is simply not considered this run.
     in_bucket = {}

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from satchel.db.models import ConsoleLine, Project, Run
-from satchel.errors import AlreadyExists, InvalidInput, NotFound
+from satchel.errors import AlreadyExists, InvalidInput, NotFound, RunPurged
 from satchel.services import locks, names
 from satchel.services.authz import Principal, require_read_project, require_write_project
 
@@ -313,6 +313,16 @@ def restore_run(db: Session, who: Principal, project: Project, run_id: str) -> R
     if run is None:
         raise NotFound(f"no deleted run '{project.team.name}/{project.name}/{run_id[:64]}'",
                        details={"run": run_id[:64]})
+    if db.get_bind().dialect.name == "sqlite":
+        # The collector may be purging it: take the write lock and read the row again.
+        locks.sqlite_write_lock(db, "runs", run.id)
+        db.refresh(run)
+    if run.purged_at is not None:
+        raise RunPurged(
+            f"cannot restore run '{project.team.name}/{project.name}/{run_id[:64]}': it was "
+            "deleted longer than the retention window ago and garbage collection purged its "
+            "history, console output and files", details={"run": run_id[:64],
+                                                          "purged_at": run.purged_at.isoformat()})
     run.deleted_at = None
     db.flush()
     return run
