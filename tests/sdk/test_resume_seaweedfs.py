@@ -35,7 +35,7 @@ from satchel.sdk.journal import Journal, UploadState
 from satchel.sdk.transfer import TransferClient, TransferConfig
 from satchel.server.app import create_app
 from satchel.server.deps import AppContext
-from satchel.services import artifact_uploads, artifacts
+from satchel.services import artifact_uploads, artifacts, multipart
 from satchel.storage.address import parse_address
 from tests.conftest import ADMIN_KEY
 from tests.live import free_port, serve_in_thread
@@ -86,8 +86,8 @@ def address(seaweedfs: SeaweedFS, proxy: CountingProxy) -> str:
 @pytest.fixture
 def live(client: TestClient, settings: Settings, ctx: AppContext, address: str,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    monkeypatch.setattr(artifacts, "MULTIPART_THRESHOLD", 8 * MiB)
-    monkeypatch.setattr(artifacts, "PART_SIZE", PART)
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 8 * MiB)
+    monkeypatch.setattr(multipart, "PART_SIZE", PART)
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     r = client.put(f"{API}/admin/storage", headers=admin, json={
         "address": address, "path": f"resume-{secrets.token_hex(4)}"})

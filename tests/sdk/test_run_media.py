@@ -13,6 +13,7 @@ import io
 import json
 import secrets
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from satchel.config import RunSettings, Settings
 from satchel.errors import InvalidInput, InvalidKey
 from satchel.sdk.client import Client
 from satchel.sdk.media import encode_png, safe_name
-from satchel.sdk.run_files import QUEUE_FILE, FileQueue, download_files, list_files
+from satchel.sdk.run_files import QUEUE_FILE, FileQueue, download_files, list_files, sync_files
 from satchel.sdk.sender import Sender
 from satchel.sdk.spool import Spool
-from satchel.sdk.transfer import TransferClient
+from satchel.sdk.transfer import TransferClient, TransferConfig
 from satchel.server.app import create_app
 from satchel.server.deps import AppContext
+from satchel.services import multipart
 from satchel.services import run_files as run_files_service
 from tests.conftest import ADMIN_KEY
 from tests.live import free_port, serve_in_thread
@@ -366,3 +368,55 @@ def test_a_file_the_server_refuses_does_not_hold_up_the_others(
     assert _bucket_files(seaweedfs, prefix, run.id) == {"one": b"one", "two": b"two"}
     states = {e.path: e.state for e in FileQueue(run.dir).entries()}
     assert states == {"one": "done", "two": "done", "gone": "failed", "three": "failed"}
+
+
+def test_big_saved_files_go_up_in_parts(
+        live: str, olga: str, rs: RunSettings, tmp_path: Path, seaweedfs: SeaweedFS,
+        prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files from the multipart threshold up (lowered here; the server runs in this process)
+    are sent as parallel parts, assembled by the server and committed like any other file."""
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 8 * 1024 * 1024)
+    monkeypatch.setattr(multipart, "PART_SIZE", 5 * 1024 * 1024)  # S3's smallest part
+    big = tmp_path / "model.ckpt"
+    big.write_bytes(secrets.token_bytes(12 * 1024 * 1024 + 3))  # 3 parts
+    small = tmp_path / "small.txt"
+    small.write_text("small")
+    run = satchel.init("omega/p", host=live, api_key=olga, settings=rs)
+    run.save(big)
+    run.save(small)
+    run.finish()
+    stored = _bucket_files(seaweedfs, prefix, run.id)
+    assert stored == {"model.ckpt": big.read_bytes(), "small.txt": b"small"}
+    head = seaweedfs.client().head_object(
+        Bucket="bucket-b", Key=f"{prefix}/teams/omega/runs/p/{run.id}/files/model.ckpt")
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart object of 3 parts
+    assert _download_all(live, olga, run.id, tmp_path / "dl") == stored
+
+    # An offline run synced later with every part URL already expired on arrival (the
+    # client's clock is two hours ahead until the first refresh): the parts' URLs are
+    # refreshed, all in one batch.
+    off = satchel.init("omega/p", mode="offline", host=live, settings=rs)
+    off.save(big, name="late.ckpt")
+    off.finish()
+    r = httpx.post(f"{live}{API}/teams/omega/projects/p/runs", json={"run_id": off.id},
+                   headers={"Authorization": f"Bearer {olga}"})
+    assert r.status_code == 201, r.text
+    refreshes: list[Any] = []
+    real = httpx.Client.request
+    skew = [7200.0]
+
+    def counting(self: httpx.Client, method: str, url: Any, **kw: Any) -> Any:
+        if str(url).endswith("/files/multipart/urls"):
+            refreshes.append(kw.get("json"))
+            skew[0] = 0.0
+        return real(self, method, url, **kw)
+
+    monkeypatch.setattr(httpx.Client, "request", counting)
+    assert off.dir is not None
+    spool = Spool.open(off.dir)
+    ahead = TransferClient(TransferConfig(clock=lambda: time.time() + skew[0]))
+    with Client(host=live, api_key=olga) as c, ahead:
+        assert sync_files(c, spool, transfer=ahead, settings=rs) == 1
+    spool.close()
+    assert [sorted(x["numbers"]) for x in refreshes] == [[1, 2, 3]]
+    assert _bucket_files(seaweedfs, prefix, off.id) == {"late.ckpt": big.read_bytes()}

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from satchel.server.deps import AppContext
-from satchel.services import artifacts
+from satchel.services import multipart
 from satchel.services.artifact_uploads import _part_count
 from satchel.storage.base import Capabilities
 from tests.conftest import ADMIN_KEY
@@ -30,8 +30,8 @@ SMALL = {"s1.txt": b"small one", "s2.txt": b"small two"}
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(artifacts, "MULTIPART_THRESHOLD", 16)
-    monkeypatch.setattr(artifacts, "PART_SIZE", 4)
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 16)
+    monkeypatch.setattr(multipart, "PART_SIZE", 4)
 
 
 def _sha(b: bytes) -> str:

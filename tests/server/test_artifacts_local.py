@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from satchel.config import Settings
 from satchel.server.deps import AppContext
-from satchel.services import artifacts
+from satchel.services import artifacts, multipart
 from tests.conftest import Users
 
 API = "/api/v1"
@@ -238,8 +238,8 @@ def test_bad_manifests(client: TestClient, world: dict[str, dict[str, str]]) -> 
 
 def test_references_and_multipart(client: TestClient, world: dict[str, dict[str, str]],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(artifacts, "MULTIPART_THRESHOLD", 1000)
-    monkeypatch.setattr(artifacts, "PART_SIZE", 400)
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(multipart, "PART_SIZE", 400)
     a = world["alice"]
     big = bytes(range(256)) * 10  # 2560 bytes -> 7 parts of 400
     r = client.post(f"{_base('kappa')}/ds/versions", headers=a, json={

@@ -15,8 +15,10 @@ from fastapi.testclient import TestClient
 
 from satchel.config import Settings
 from satchel.db.models import Project, Run, RunFile, Team
+from satchel.errors import InvalidInput
 from satchel.server.deps import AppContext
-from satchel.services import export, run_files
+from satchel.services import export, multipart, run_files
+from satchel.storage.base import Capabilities
 from tests.conftest import ADMIN_KEY, Users
 from tests.errorshape import assert_error
 
@@ -144,7 +146,7 @@ def test_resend_is_a_noop_and_new_content_replaces(
     _send(client, a, {"a.txt": b"one", "b.txt": b"two"})
     # The same content again: no URL, nothing changes.
     out = _register(client, a, {"a.txt": b"one", "b.txt": b"two"})
-    assert out == {"uploads": [], "unchanged": ["a.txt", "b.txt"]}
+    assert out == {"uploads": [], "unchanged": ["a.txt", "b.txt"], "multipart": []}
     # Other content under a known path: a URL; the file is hidden until the new bytes commit.
     out = _register(client, a, {"a.txt": b"one, edited", "b.txt": b"two"})
     assert [u["path"] for u in out["uploads"]] == ["a.txt"] and out["unchanged"] == ["b.txt"]
@@ -314,3 +316,69 @@ def test_who_gets_urls(client: TestClient, world: dict[str, dict[str, str]]) -> 
     err = assert_error(client.post(_base() + "/download", headers=alice,
                                    json={"paths": ["k.txt", "nope", "nope2"]}), 404, "not_found")
     assert err["details"]["paths"] == ["nope", "nope2"]
+
+
+def test_big_files_go_up_as_parts(client: TestClient, world: dict[str, dict[str, str]],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(multipart, "PART_SIZE", 400)
+    a = world["alice"]
+    big, small = bytes(range(256)) * 10, b"small"  # 2,560 bytes: 7 parts of 400
+    out = _register(client, a, {"big.bin": big, "s.txt": small})
+    assert [u["path"] for u in out["uploads"]] == ["s.txt"]
+    (mp,) = out["multipart"]
+    assert (mp["path"], mp["size"], mp["part_size"]) == ("big.bin", len(big), 400)
+    assert [p["number"] for p in mp["parts"]] == list(range(1, 8))
+    # Nothing committed until the parts are assembled: the commit says what is missing.
+    r = client.post(_base() + "/commit", headers=a, json={"paths": ["big.bin"]})
+    assert assert_error(r, 409, "artifact_incomplete")["details"]["problems"][0]["path"] == \
+        "big.bin"
+    # Fresh URLs for some parts (an upload that outlived its URLs asks again).
+    r = client.post(_base() + "/multipart/urls", headers=a, json={
+        "path": "big.bin", "upload_id": mp["upload_id"], "numbers": [2, 3]})
+    assert r.status_code == 200, r.text
+    fresh = {p["number"]: p for p in r.json()["parts"]}
+    assert sorted(fresh) == [2, 3]
+    r = client.post(_base() + "/multipart/urls", headers=a, json={
+        "path": "big.bin", "upload_id": mp["upload_id"], "numbers": [8]})
+    assert_error(r, 400, "invalid_input")
+    etags = []
+    for p in mp["parts"]:
+        url = fresh.get(p["number"], p)
+        chunk = big[(p["number"] - 1) * 400:p["number"] * 400]
+        resp = client.put(url["url"], content=chunk, headers=url["headers"])
+        assert resp.status_code == 200, resp.text
+        etags.append({"number": p["number"], "etag": resp.headers["etag"].strip('"')})
+    r = client.post(_base() + "/multipart", headers=a, json={
+        "path": "big.bin", "upload_id": mp["upload_id"], "parts": etags})
+    assert r.status_code == 204, r.text
+    for u in out["uploads"]:
+        assert client.put(u["url"], content=small, headers=u["headers"]).status_code == 200
+    r = client.post(_base() + "/commit", headers=a, json={"paths": ["big.bin", "s.txt"]})
+    assert r.status_code == 200, r.text
+    assert _download(client, a) == {"big.bin": big, "s.txt": small}
+    # Completing again, or a file that is not waiting for its parts: 404, one line.
+    r = client.post(_base() + "/multipart", headers=a, json={
+        "path": "big.bin", "upload_id": mp["upload_id"], "parts": etags})
+    assert "register it again" in assert_error(r, 404, "not_found")["message"]
+    # The viewer may not upload.
+    r = client.post(_base() + "/multipart/urls", headers=world["vic"], json={
+        "path": "big.bin", "upload_id": mp["upload_id"], "numbers": [1]})
+    assert_error(r, 403, "permission_denied")
+
+
+def test_a_file_too_big_for_the_store_is_refused_before_any_upload(
+        client: TestClient, world: dict[str, dict[str, str]], ctx: AppContext,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    small_store = Capabilities(max_parts=4, max_part_size=1000, min_part_size=1)
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 100)
+    monkeypatch.setattr(multipart, "PART_SIZE", 100)
+    assert multipart.part_size(350, small_store) == 100
+    assert multipart.part_size(3000, small_store) == 800  # doubled until 4 parts hold it
+    with pytest.raises(InvalidInput, match="more than this bucket's store takes"):
+        multipart.part_size(4001, small_store)
+    # GCS-like: every part exactly one size; the default part size is clamped to it.
+    gcs_like = Capabilities(min_part_size=8 * 1024**2, max_part_size=8 * 1024**2,
+                            max_parts=10_000)
+    monkeypatch.setattr(multipart, "PART_SIZE", 16 * 1024**2)
+    assert multipart.part_size(70 * 1024**2, gcs_like) == 8 * 1024**2

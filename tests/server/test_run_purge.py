@@ -6,6 +6,7 @@ The same on SeaweedFS: tests/storage/test_gc_seaweedfs.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from satchel.db.models import (
     Team,
 )
 from satchel.server.deps import AppContext
-from satchel.services import gc
+from satchel.services import gc, multipart
 from satchel.storage.scoped import ScopedStore
 from tests.conftest import Users
 from tests.errorshape import assert_error
@@ -193,3 +194,29 @@ def test_a_run_restored_before_the_purge_is_not_purged(
                                      now)
     assert _rows(ctx, "r1")["run_files"] == 2
     assert _collect(ctx, now).runs_purged == 0
+
+
+def test_abandoned_run_file_uploads_are_aborted_after_the_grace_period(
+        client: TestClient, alice: dict[str, str], ctx: AppContext,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 100)
+    monkeypatch.setattr(multipart, "PART_SIZE", 100)
+    assert client.post(BASE, json={"run_id": "big"}, headers=alice).status_code == 201
+    data = b"x" * 250
+    r = client.post(f"{BASE}/big/files", headers=alice, json={"files": [
+        {"path": "ckpt.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]})
+    assert r.status_code == 200, r.text
+    (mp,) = r.json()["multipart"]
+    store = _store(ctx)
+    assert [u.upload_id for u in store.list_multipart_uploads("runs/")] == [mp["upload_id"]]
+    now = datetime.now(UTC)
+    assert _collect(ctx, now).teams[0].multipart_aborted == 0  # may still be uploading
+    later = now + timedelta(seconds=GRACE + 60)
+    assert _collect(ctx, later, dry_run=True).teams[0].multipart_aborted == 1
+    assert len(list(store.list_multipart_uploads("runs/"))) == 1
+    assert _collect(ctx, later).teams[0].multipart_aborted == 1
+    assert list(store.list_multipart_uploads("runs/")) == []
+    # The file's next registration starts a new upload.
+    r = client.post(f"{BASE}/big/files", headers=alice, json={"files": [
+        {"path": "ckpt.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]})
+    assert r.json()["multipart"][0]["upload_id"] != mp["upload_id"]

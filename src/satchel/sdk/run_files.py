@@ -55,6 +55,7 @@ from satchel.errors import (
     PermissionDenied,
     SatchelError,
 )
+from satchel.sdk import run_file_parts
 from satchel.sdk.client import JSON, Client
 from satchel.sdk.hashcache import sha256_file
 from satchel.sdk.sender import Sender, _transient
@@ -69,7 +70,7 @@ BLOCK = 1024 * 1024
 BATCH_FILES = 100  # files per register/commit round trip
 UPLOAD_WORKERS = 4
 MAX_ATTEMPTS = 3  # commits that find a file wrong before it is given up
-MAX_FILE_BYTES = 5 * 1024**3  # one presigned PUT (services/run_files.py)
+MAX_FILE_BYTES = 5 * 1024**4  # S3's object limit (services/run_files.py)
 MAX_BACKOFF = 30.0
 POLICIES = ("now", "end")
 
@@ -212,7 +213,7 @@ def _copy_hashed(src: Path, spool_dir: Path) -> tuple[str, str, int]:
     size = src.stat().st_size
     if size > MAX_FILE_BYTES:
         raise InvalidInput(f"{src} is {size} bytes; a run file may be at most {MAX_FILE_BYTES} "
-                           "bytes: log bigger files as an artifact")
+                           "bytes")
     folder = spool_dir / "files"
     folder.mkdir(exist_ok=True)
     tmp = folder / f".tmp-{secrets.token_hex(8)}"
@@ -505,12 +506,12 @@ class FileUploader:
         except InvalidInput as exc:
             if len(entries) == 1:  # this file is refused (too big, bad name): skip it only
                 self._fail(entries[0], str(exc))
-                return {"uploads": [], "unchanged": []}
-            merged: JSON = {"uploads": [], "unchanged": []}
+                return {"uploads": [], "unchanged": [], "multipart": []}
+            merged: JSON = {"uploads": [], "unchanged": [], "multipart": []}
             for e in entries:  # find the one the server refuses; send the others
                 one = self._register([e])
-                merged["uploads"] += one["uploads"]
-                merged["unchanged"] += one["unchanged"]
+                for field in merged:
+                    merged[field] += one.get(field, [])
             return merged
 
     def _fresh_url(self, e: QueuedFile) -> PresignedRequest:
@@ -535,8 +536,13 @@ class FileUploader:
             e = by_path[u["path"]]
             local = self.queue.dir / e.local
             try:
-                transfer.put_file(request_from_json(u), local,
-                                  refresh=lambda: self._fresh_url(e))
+                if "upload_id" in u:  # a big file: parts
+                    run_file_parts.upload(self.client, transfer, self._path, u, local)
+                else:
+                    transfer.put_file(request_from_json(u), local,
+                                      refresh=lambda: self._fresh_url(e))
+            except NotFound:  # the server no longer waits for these parts: register again
+                return None
             except _AlreadyThere:
                 self.queue.set_state(e.path, e.sha256, "done")
                 return None
@@ -552,7 +558,7 @@ class FileUploader:
             self.queue.set_state(e.path, e.sha256, "sent")
             return replace(e, state="sent")
 
-        uploads = out["uploads"]
+        uploads = out["uploads"] + out.get("multipart", [])
         if len(uploads) <= 1:
             results = [one(u) for u in uploads]
         else:

@@ -165,7 +165,7 @@ class TransferClient:
                 if isinstance(payload, _FileSlice):
                     payload.close()
             status = resp.status
-            if status < 300:
+            if status < 300 or _chunk_accepted(req, status):
                 return resp, None
             text = (resp.data or b"")[:2000].decode("utf-8", "replace") if sink is None else \
                 resp.read(2000).decode("utf-8", "replace")
@@ -347,6 +347,12 @@ class TransferClient:
             return total
         finally:
             os.close(fd)
+
+
+def _chunk_accepted(req: PresignedRequest, status: int) -> bool:
+    """A GCS resumable session answers every chunk but the last with 308 "Resume Incomplete":
+    the chunk was stored (storage/gcs.py). No store answers a presigned PUT with a redirect."""
+    return status == 308 and req.method == "PUT"
 
 
 class Digest:

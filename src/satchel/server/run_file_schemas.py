@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from satchel.server.schemas import Out
+from satchel.server.schemas import ArtifactPartOut, CompletedPartIn, Out
 
 Path = Annotated[str, Field(min_length=1, max_length=1024)]
 
@@ -36,10 +36,43 @@ class RunFileUploadOut(Out):
     expires_at: datetime
 
 
+class RunFileMultipartOut(Out):
+    path: str
+    size: int
+    sha256: str
+    upload_id: str
+    part_size: int = Field(description="Every part but the last is this many bytes.")
+    parts: list[ArtifactPartOut]
+    sequential: bool = Field(default=False, description="Send the parts one after the other, "
+                             "in order (GCS resumable sessions).")
+
+
 class RegisterRunFilesOut(BaseModel):
     uploads: list[RunFileUploadOut] = Field(description="PUT each file here, then commit.")
     unchanged: list[str] = Field(description="Committed already with the same SHA-256 and "
                                  "size: nothing to send.")
+    multipart: list[RunFileMultipartOut] = Field(
+        default_factory=list, description="Big files: PUT every part, complete the upload "
+        "(POST .../files/multipart), then commit.")
+
+
+class CompleteRunFileMultipartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    upload_id: str = Field(min_length=1, max_length=1024)
+    parts: list[CompletedPartIn] = Field(min_length=1, max_length=10_000)
+
+
+class RunFilePartUrlsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    upload_id: str = Field(min_length=1, max_length=1024)
+    numbers: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1,
+                                                                  max_length=1000)
+
+
+class RunFilePartUrlsOut(BaseModel):
+    parts: list[ArtifactPartOut]
 
 
 class CommitRunFilesIn(BaseModel):

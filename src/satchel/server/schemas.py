@@ -368,7 +368,9 @@ class PendingUrlsOut(BaseModel):
 class CompletedPartIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     number: int = Field(ge=1, le=10_000)
-    etag: str = Field(min_length=1, max_length=256)
+    etag: str = Field(default="", max_length=256, description="The ETag the store answered for "
+                      "the part (S3 needs it); empty where the store answers none (Azure "
+                      "blocks, GCS resumable chunks: the part number identifies the part).")
 
 
 class CompleteMultipartIn(BaseModel):

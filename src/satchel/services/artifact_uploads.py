@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from satchel.db.models import ArtifactCollection, ArtifactEntry, ArtifactVersion, Project
 from satchel.errors import InvalidInput, NotFound
-from satchel.services import artifacts, audit
+from satchel.services import artifacts, audit, multipart
 from satchel.services.artifacts import CreateResult, MultipartInstructions, Upload, object_key
 from satchel.services.authz import Principal, require_url_access
-from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, IssuedUrl, issue_urls
+from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, issue_urls
 from satchel.services.storage import StorageRegistry, TeamBucket
 from satchel.storage.base import Capabilities
 
@@ -106,11 +106,8 @@ def _sign_parts(db: Session, bucket: TeamBucket, who: Principal, project: Projec
     require_url_access(db, who, project, "PUT")  # the same gate as every other URL
     key = object_key(project, sha256)
     handle = bucket.store.multipart_for(key, upload_id)
-    parts = []
-    for n in numbers:
-        length = min(part_size, size - (n - 1) * part_size)
-        s = bucket.store.presign_part(handle, n, expires_in=expires_in, size=length)
-        parts.append(IssuedUrl(str(n), s.method, s.url, dict(s.headers), s.expires_at))
+    parts = multipart.sign_parts(bucket.store, handle, size, part_size, numbers,
+                                 expires_in=expires_in)
     audit.record(db, who, "artifact_presign", info, team=project.team.name,
                  project=project.name, keys=[(bucket.store.full_key(key), "PUT")])
     return MultipartInstructions(sha256, size, upload_id, part_size, parts,
@@ -137,26 +134,25 @@ def resume_pending(
     missing = {s: n for s, n in missing.items() if s not in hint.uploaded}
     bucket = storage.team_bucket(db, project.team)
     caps = bucket.store.capabilities
-    big = {s: n for s, n in missing.items()
-           if n >= artifacts.MULTIPART_THRESHOLD and caps.multipart}
+    big = {s: n for s, n in missing.items() if multipart.wanted(n, caps)}
     small = [(s, n) for s, n in sorted(missing.items()) if s not in big]
     uploads = _sign_uploads(db, storage, who, project, small, info, expires_in)
-    multipart = []
+    started: list[MultipartInstructions] = []
     for sha, size in sorted(big.items()):
         h = hint.multipart.get(sha)
         count = _part_count(size, h.part_size, caps) if h is not None else None
         if h is not None and count is not None and \
                 _upload_is_open(bucket, project, sha, h.upload_id):
             todo = [n for n in range(1, count + 1) if n not in h.parts_done]
-            multipart.append(_sign_parts(db, bucket, who, project, sha, size, h.upload_id,
-                                         h.part_size, todo, info, expires_in))
+            started.append(_sign_parts(db, bucket, who, project, sha, size, h.upload_id,
+                                       h.part_size, todo, info, expires_in))
         else:  # dropped (aborted by GC, completed, expired at the store): start it again
-            multipart.append(artifacts._start_multipart(db, storage, who, project, sha, size,
-                                                        info, expires_in))
+            started.append(artifacts.start_multipart(db, storage, who, project, sha, size,
+                                                     info, expires_in))
     audit.record(db, who, "artifact_resume", info, team=project.team.name,
                  project=project.name, keys=[(f"{c.name}:pending/{v.id}", None)])
     return CreateResult(artifacts._view(db, c, v), created=True, uploads=uploads,
-                        multipart=multipart, resumed=True)
+                        multipart=started, resumed=True)
 
 
 def refresh_urls(
@@ -186,7 +182,7 @@ def refresh_urls(
                             [(s, sizes[s]) for s in dict.fromkeys(objects)], info, expires_in)
     bucket = storage.team_bucket(db, project.team)
     caps = bucket.store.capabilities
-    multipart = []
+    signed: list[MultipartInstructions] = []
     for p in parts:
         size = sizes[p.sha256]
         count = _part_count(size, p.part_size, caps)
@@ -197,6 +193,6 @@ def refresh_urls(
         if bad:
             raise InvalidInput(f"object {p.sha256[:12]} has parts 1-{count}; got {bad[:5]}",
                                details={"sha256": p.sha256})
-        multipart.append(_sign_parts(db, bucket, who, project, p.sha256, size, p.upload_id,
-                                     p.part_size, sorted(set(p.numbers)), info, expires_in))
-    return uploads, multipart
+        signed.append(_sign_parts(db, bucket, who, project, p.sha256, size, p.upload_id,
+                                  p.part_size, sorted(set(p.numbers)), info, expires_in))
+    return uploads, signed

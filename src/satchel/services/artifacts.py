@@ -37,22 +37,17 @@ from satchel.db.models import (
     Run,
 )
 from satchel.errors import ArtifactExpired, ArtifactIncomplete, Conflict, InvalidInput, NotFound
-from satchel.services import artifact_verify, audit, ttl
+from satchel.services import artifact_verify, audit, multipart, ttl
 from satchel.services.authz import Principal, require_url_access
 from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, IssuedUrl, issue_urls
 from satchel.services.locks import lock_team
 from satchel.services.storage import StorageRegistry
-from satchel.storage.base import CompletedPart
 from satchel.storage.keys import join_key, validate_key
 
 if TYPE_CHECKING:
     from satchel.services.artifact_uploads import ResumeHint
 
 MiB = 1024 * 1024
-# Objects at least this large are uploaded as parallel multipart parts (module constants so
-# tests can lower them; a setting once someone needs to tune them).
-MULTIPART_THRESHOLD = 64 * MiB
-PART_SIZE = 16 * MiB
 MAX_METADATA_BYTES = 100_000
 LATEST = "latest"
 
@@ -358,7 +353,7 @@ def create_version(
     missing = _missing_objects(db, project, {e.sha256: e.size for e in entries if e.sha256})
     bucket = storage.team_bucket(db, project.team)
     caps = bucket.store.capabilities
-    big = {s: n for s, n in missing.items() if n >= MULTIPART_THRESHOLD and caps.multipart}
+    big = {s: n for s, n in missing.items() if multipart.wanted(n, caps)}
     small = [(s, n) for s, n in sorted(missing.items()) if s not in big]
     uploads: list[Upload] = []
     for start in range(0, len(small), MAX_URLS_PER_REQUEST):
@@ -368,9 +363,9 @@ def create_version(
                             expires_in=expires_in, key_of=object_key, action="artifact_presign")
         uploads += [Upload(u.path, n, u.url, u.method, u.headers, u.expires_at)
                     for u, (_, n) in zip(issued, batch, strict=True)]
-    multipart = [_start_multipart(db, storage, who, project, s, n, info, expires_in)
-                 for s, n in sorted(big.items())]
-    return CreateResult(_view(db, c, v), created=True, uploads=uploads, multipart=multipart)
+    parts = [start_multipart(db, storage, who, project, s, n, info, expires_in)
+             for s, n in sorted(big.items())]
+    return CreateResult(_view(db, c, v), created=True, uploads=uploads, multipart=parts)
 
 
 def _missing_objects(db: Session, project: Project, wanted: dict[str, int]) -> dict[str, int]:
@@ -384,32 +379,17 @@ def _missing_objects(db: Session, project: Project, wanted: dict[str, int]) -> d
     return {s: n for s, n in wanted.items() if s not in known}
 
 
-def _part_size(size: int, min_part: int, max_parts: int) -> int:
-    part = max(PART_SIZE, min_part)
-    while -(-size // part) > max_parts:
-        part *= 2
-    return part
-
-
-def _start_multipart(db: Session, storage: StorageRegistry, who: Principal, project: Project,
-                     sha256: str, size: int, info: audit.RequestInfo, expires_in: int
-                     ) -> MultipartInstructions:
+def start_multipart(db: Session, storage: StorageRegistry, who: Principal, project: Project,
+                    sha256: str, size: int, info: audit.RequestInfo, expires_in: int
+                    ) -> MultipartInstructions:
     require_url_access(db, who, project, "PUT")  # the same gate as every other URL
     bucket = storage.team_bucket(db, project.team)
-    caps = bucket.store.capabilities
-    part = _part_size(size, caps.min_part_size, caps.max_parts)
     key = object_key(project, sha256)
-    upload = bucket.store.create_multipart(key)
-    count = max(1, -(-size // part))
-    parts = []
-    for n in range(1, count + 1):
-        length = min(part, size - (n - 1) * part)
-        s = bucket.store.presign_part(upload, n, expires_in=expires_in, size=length)
-        parts.append(IssuedUrl(str(n), s.method, s.url, dict(s.headers), s.expires_at))
+    started = multipart.start(bucket.store, key, size, expires_in=expires_in)
     audit.record(db, who, "artifact_presign", info, team=project.team.name,
                  project=project.name, keys=[(bucket.store.full_key(key), "PUT")])
-    return MultipartInstructions(sha256, size, upload.upload_id, part, parts,
-                                 sequential=caps.sequential_parts)
+    return MultipartInstructions(sha256, size, started.upload.upload_id, started.part_size,
+                                 started.parts, sequential=started.sequential)
 
 
 def _pending(db: Session, project: Project, name: str, pending_id: int
@@ -433,8 +413,7 @@ def complete_multipart(
                                                 ArtifactEntry.sha256 == sha256).limit(1)) is None:
         raise InvalidInput(f"sha256 {sha256[:64]} is not part of pending version {pending_id}")
     bucket = storage.team_bucket(db, project.team)
-    handle = bucket.store.multipart_for(object_key(project, sha256), upload_id)
-    bucket.store.complete_multipart(handle, [CompletedPart(n, etag) for n, etag in parts])
+    handle = multipart.complete(bucket.store, object_key(project, sha256), upload_id, parts)
     audit.record(db, who, "artifact_multipart_complete", info, team=project.team.name,
                  project=project.name, keys=[(handle.key, "POST")])
 
@@ -457,7 +436,8 @@ def commit(
                       .where(ArtifactObject.team_id == project.team_id)) or 0
     problems = artifact_verify.verify(
         bucket.store, missing, known_objects=int(known),
-        key_of=lambda sha: object_key(project, sha), multipart_threshold=MULTIPART_THRESHOLD)
+        key_of=lambda sha: object_key(project, sha),
+        multipart_threshold=multipart.MULTIPART_THRESHOLD)
     if problems:
         raise ArtifactIncomplete(
             f"cannot commit '{name}': {len(problems)} object(s) are missing from the bucket or "

@@ -365,6 +365,7 @@ def _collect_team(db: Database, storage: StorageRegistry, team_id: int, tr: Team
     tr.runs_purged, tr.run_objects_freed = runs.runs_purged, runs.run_objects_freed
     tr.run_bytes_freed, tr.unknown_run_prefixes = runs.run_bytes_freed, runs.unknown_run_prefixes
     tr.delete_failures += runs.run_delete_failures
+    tr.multipart_aborted += runs.multipart_aborted
     keeper.step()
     # List the bucket before reading the database: an object that appears after the listing
     # is simply not considered this run.
@@ -406,7 +407,7 @@ def _collect_team(db: Database, storage: StorageRegistry, team_id: int, tr: Team
         tr.bytes_freed = sum(in_bucket[sha].size for sha in candidates)
         tr.orphan_objects_freed = len(orphans)
         tr.orphan_bytes_freed = sum(in_bucket[sha].size for sha in orphans)
-        tr.multipart_aborted = sum(1 for _ in _abandoned_uploads(store, young))
+        tr.multipart_aborted += sum(1 for _ in _abandoned_uploads(store, young))
         return
 
     for batch in _chunks(candidates):

@@ -14,7 +14,10 @@ Flow, like artifacts (services/artifacts.py) but addressed by path instead of co
    re-sending is a no-op. Different content **replaces** the file: the row goes back to
    pending with the new size and hash (the file is not listed until the new bytes are
    committed) and the upload overwrites the object at the same key.
-2. The client PUTs straight to the bucket.
+2. The client PUTs straight to the bucket. Files from ``multipart.MULTIPART_THRESHOLD`` up
+   are answered with a multipart upload instead (one URL per part, services/multipart.py):
+   the client PUTs the parts, refreshes expired part URLs with :func:`part_urls`, and has
+   the server assemble the object with :func:`complete_multipart`.
 3. :func:`commit` HEADs every named pending file, checks the size (and the SHA-256 where the
    store reports one) and marks them committed, all or nothing; otherwise ``409
    artifact_incomplete`` with ``details.problems`` listing each path and what is wrong.
@@ -39,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from satchel.db.models import Project, Run, RunFile
 from satchel.errors import ArtifactIncomplete, InvalidInput, NotFound
-from satchel.services import artifact_verify, audit, runs
+from satchel.services import artifact_verify, audit, multipart, runs
 from satchel.services.authz import Principal, require_url_access
 from satchel.services.files import FileRequest, IssuedUrl, issue_urls
 from satchel.services.storage import StorageRegistry
@@ -47,8 +50,9 @@ from satchel.storage.keys import join_key, validate_key
 
 KINDS = ("file", "media")  # what clients register; "export" rows are the server's own
 ALL_KINDS = (*KINDS, "export")
-# A single presigned PUT: S3's limit for one request. Bigger files belong in an artifact.
-MAX_FILE_BYTES = 5 * 1024**3
+# S3's limit for one object; files from multipart.MULTIPART_THRESHOLD up go as parts (a store
+# with a lower limit refuses bigger files at registration: multipart.part_size).
+MAX_FILE_BYTES = 5 * 1024**4
 MAX_FILES_PER_REQUEST = 1000
 MAX_FILES_PER_RUN = 100_000
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -97,9 +101,23 @@ class UploadUrl:
 
 
 @dataclass(frozen=True, slots=True)
+class MultipartUrls:
+    """A big file's multipart upload: PUT each part, then :func:`complete_multipart`."""
+
+    path: str
+    size: int
+    sha256: str
+    upload_id: str
+    part_size: int
+    parts: list[IssuedUrl]  # path = the part number
+    sequential: bool  # parts in order, one at a time (GCS resumable sessions)
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterResult:
     uploads: list[UploadUrl]
     unchanged: list[str]  # committed already with the same content: nothing to send
+    multipart: list[MultipartUrls]  # files from multipart.MULTIPART_THRESHOLD up
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +151,8 @@ def _validate(files: Sequence[FileIn]) -> None:
                                details={"path": f.path[:200]})
         if not 0 <= f.size <= MAX_FILE_BYTES:
             raise InvalidInput(
-                f"{f.path[:200]!r}: a run file may be 0 to {MAX_FILE_BYTES} bytes (one "
-                f"presigned PUT), got {f.size}; log bigger files as an artifact",
-                details={"path": f.path[:200], "max_bytes": MAX_FILE_BYTES})
+                f"{f.path[:200]!r}: a run file may be 0 to {MAX_FILE_BYTES} bytes, got "
+                f"{f.size}", details={"path": f.path[:200], "max_bytes": MAX_FILE_BYTES})
         if not _SHA.match(f.sha256):
             raise InvalidInput("sha256 must be 64 lowercase hex characters",
                                details={"path": f.path[:200]})
@@ -185,13 +202,73 @@ def register(db: Session, storage: StorageRegistry, who: Principal, project: Pro
             row.state, row.committed_at, row.created_at = "pending", None, now
         todo.append(f)
     db.flush()
+    store = storage.team_bucket(db, project.team).store
+    big = [f for f in todo if multipart.wanted(f.size, store.capabilities)]
+    for f in big:  # refused before anything is started when the store cannot hold it
+        multipart.part_size(f.size, store.capabilities)
+    single = [f for f in todo if f not in big]
     issued = issue_urls(db, storage, who, project,
-                        [FileRequest(f.path, "PUT", f.size, f.sha256) for f in todo], info,
+                        [FileRequest(f.path, "PUT", f.size, f.sha256) for f in single], info,
                         expires_in=expires_in, key_of=lambda p, path: file_key(p, run_id, path),
                         action="run_file_presign")
     uploads = [UploadUrl(f.path, f.size, f.sha256, u.url, u.method, u.headers, u.expires_at)
-               for f, u in zip(todo, issued, strict=True)]
-    return RegisterResult(uploads, unchanged)
+               for f, u in zip(single, issued, strict=True)]
+    parts: list[MultipartUrls] = []
+    for f in big:
+        key = file_key(project, run_id, f.path)
+        started = multipart.start(store, key, f.size, expires_in=expires_in)
+        parts.append(MultipartUrls(f.path, f.size, f.sha256, started.upload.upload_id,
+                                   started.part_size, started.parts, started.sequential))
+    if big:
+        audit.record(db, who, "run_file_presign", info, team=project.team.name,
+                     project=project.name,
+                     keys=[(store.full_key(file_key(project, run_id, f.path)), "PUT")
+                           for f in big])
+    return RegisterResult(uploads, unchanged, parts)
+
+
+def _pending_big_file(db: Session, who: Principal, project: Project, run_id: str,
+                      path: str) -> RunFile:
+    require_url_access(db, who, project, "PUT")
+    validate_key(path)
+    run = runs.get_run(db, who, project, run_id, write=True)
+    row = _rows(db, run, [path]).get(path)
+    if row is None or row.kind not in KINDS or row.state != "pending":
+        raise NotFound(f"run '{project.team.name}/{project.name}/{run_id}' has no file "
+                       f"{path[:200]!r} waiting for its upload; register it again",
+                       details={"path": path[:200]})
+    return row
+
+
+def part_urls(db: Session, storage: StorageRegistry, who: Principal, project: Project,
+              run_id: str, path: str, upload_id: str, numbers: Sequence[int],
+              info: audit.RequestInfo, *, expires_in: int) -> list[IssuedUrl]:
+    """Fresh URLs for parts of a registered file's multipart upload (URLs expire)."""
+    row = _pending_big_file(db, who, project, run_id, path)
+    store = storage.team_bucket(db, project.team).store
+    part = multipart.part_size(row.size, store.capabilities)
+    count = max(1, -(-row.size // part))
+    bad = [n for n in numbers if not 1 <= n <= count]
+    if bad:
+        raise InvalidInput(f"{path[:200]!r} has parts 1-{count}; got {bad[:5]}",
+                           details={"path": path[:200]})
+    key = file_key(project, run_id, path)
+    urls = multipart.sign_parts(store, store.multipart_for(key, upload_id), row.size, part,
+                                sorted(set(numbers)), expires_in=expires_in)
+    audit.record(db, who, "run_file_presign", info, team=project.team.name,
+                 project=project.name, keys=[(store.full_key(key), "PUT")])
+    return urls
+
+
+def complete_multipart(db: Session, storage: StorageRegistry, who: Principal,
+                       project: Project, run_id: str, path: str, upload_id: str,
+                       parts: Sequence[tuple[int, str]], info: audit.RequestInfo) -> None:
+    """Assemble a registered file from its uploaded parts; :func:`commit` then checks it."""
+    _pending_big_file(db, who, project, run_id, path)
+    store = storage.team_bucket(db, project.team).store
+    handle = multipart.complete(store, file_key(project, run_id, path), upload_id, parts)
+    audit.record(db, who, "run_file_multipart_complete", info, team=project.team.name,
+                 project=project.name, keys=[(handle.key, "POST")])
 
 
 def commit(db: Session, storage: StorageRegistry, who: Principal, project: Project,

@@ -18,6 +18,8 @@ purges it, per team:
    ``runs/<project>/<run_id>/`` of a purged run is deleted (files, media, Parquet exports).
    Objects under the prefix of a run that does not exist are freed too once older than the
    grace period (``gc_grace_seconds``); those of live or still-restorable runs never are.
+   Multipart uploads of run files (big files, services/run_files.py) started before the grace
+   period are aborted: the file's next registration starts a new one.
 
 Rows go first: a crash between the two steps leaves objects of a purged run, which the next
 collection frees by the same rule. ``dry_run`` changes nothing and counts what would go.
@@ -56,6 +58,7 @@ class RunPurge:
     # once out of the grace period).
     unknown_run_prefixes: list[str] = field(default_factory=list)
     run_delete_failures: int = 0
+    multipart_aborted: int = 0  # run files' uploads started before the grace period
 
 
 def purge(db: Database, store: ScopedStore, team_id: int, *, now: datetime, cutoff: datetime,
@@ -96,6 +99,12 @@ def purge(db: Database, store: ScopedStore, team_id: int, *, now: datetime, cuto
         elif purged:
             free.append(info)
     out.unknown_run_prefixes = sorted(unknown)[:REPORT_LIST_LIMIT]
+    for up in store.list_multipart_uploads(RUNS_PREFIX):
+        if up.initiated is None or up.initiated >= young:
+            continue  # maybe still in progress
+        if not dry_run:
+            store.abort_multipart(store.multipart_for(up.key, up.upload_id))
+        out.multipart_aborted += 1
     if dry_run:
         out.run_objects_freed = len(free)
         out.run_bytes_freed = sum(i.size for i in free)

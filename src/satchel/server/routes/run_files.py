@@ -13,16 +13,22 @@ from satchel.server.deps import DB, Ctx, CurrentUser, Info
 from satchel.server.run_file_schemas import (
     CommitRunFilesIn,
     CommitRunFilesOut,
+    CompleteRunFileMultipartIn,
     DownloadRunFilesIn,
     DownloadRunFilesOut,
     RegisterRunFilesIn,
     RegisterRunFilesOut,
     RunFileDownloadOut,
+    RunFileMultipartOut,
     RunFileOut,
     RunFilePage,
+    RunFilePartUrlsIn,
+    RunFilePartUrlsOut,
     RunFileUploadOut,
 )
+from satchel.server.schemas import ArtifactPartOut
 from satchel.services import projects, run_files
+from satchel.services.files import IssuedUrl
 
 router = APIRouter(tags=["runs"])
 BASE = "/teams/{team}/projects/{project}/runs/{run_id}/files"
@@ -38,8 +44,39 @@ def register_files(team: str, project: str, run_id: str, body: RegisterRunFilesI
         db, ctx.storage, who, p, run_id,
         [run_files.FileIn(f.path, f.size, f.sha256.lower(), f.kind) for f in body.files], info,
         expires_in=ctx.settings.presign_expiry_seconds)
-    return RegisterRunFilesOut(uploads=[RunFileUploadOut.model_validate(u) for u in res.uploads],
-                               unchanged=res.unchanged)
+    return RegisterRunFilesOut(
+        uploads=[RunFileUploadOut.model_validate(u) for u in res.uploads],
+        unchanged=res.unchanged,
+        multipart=[RunFileMultipartOut(
+            path=m.path, size=m.size, sha256=m.sha256, upload_id=m.upload_id,
+            part_size=m.part_size, parts=_parts_out(m.parts), sequential=m.sequential)
+            for m in res.multipart])
+
+
+def _parts_out(urls: list[IssuedUrl]) -> list[ArtifactPartOut]:
+    return [ArtifactPartOut(number=int(u.path), url=u.url, method=u.method, headers=u.headers,
+                            expires_at=u.expires_at) for u in urls]
+
+
+@router.post(BASE + "/multipart", status_code=204)
+def complete_multipart(team: str, project: str, run_id: str,
+                       body: CompleteRunFileMultipartIn, who: CurrentUser, db: DB, ctx: Ctx,
+                       info: Info) -> None:
+    """Assemble a big file from its uploaded parts (then commit it like any other file)."""
+    p = projects.get_project(db, who, team, project)
+    run_files.complete_multipart(db, ctx.storage, who, p, run_id, body.path, body.upload_id,
+                                 [(x.number, x.etag) for x in body.parts], info)
+
+
+@router.post(BASE + "/multipart/urls", response_model=RunFilePartUrlsOut)
+def part_urls(team: str, project: str, run_id: str, body: RunFilePartUrlsIn,
+              who: CurrentUser, db: DB, ctx: Ctx, info: Info) -> RunFilePartUrlsOut:
+    """Fresh URLs for parts of a big file's upload (presigned URLs expire)."""
+    p = projects.get_project(db, who, team, project)
+    urls = run_files.part_urls(db, ctx.storage, who, p, run_id, body.path, body.upload_id,
+                               body.numbers, info,
+                               expires_in=ctx.settings.presign_expiry_seconds)
+    return RunFilePartUrlsOut(parts=_parts_out(urls))
 
 
 @router.post(BASE + "/commit", response_model=CommitRunFilesOut)
