@@ -21,7 +21,7 @@ from satchel import Api, Artifact
 from satchel.config import RunSettings, Settings
 from satchel.sdk.client import Client
 from satchel.sdk.run_files import download_files
-from satchel.sdk.transfer import TransferClient
+from satchel.sdk.transfer import TransferClient, TransferConfig
 from satchel.server.app import create_app
 from satchel.server.deps import AppContext
 from satchel.services import multipart
@@ -82,6 +82,9 @@ def test_big_artifact_and_run_files_go_up_in_parts(live: tuple[str, str],
         art.add_dir(src)
         logged = api.log_artifact(art, "kappa/p")
         assert logged.uploaded == 2
+    # Downloaded as parallel ranged GETs (threshold lowered), SHA-256 checked as they arrive.
+    ranged = TransferClient(TransferConfig(range_threshold=4 * MiB, range_size=4 * MiB))
+    with Api(url, key, cache_dir=tmp_path / "cache2", transfer=ranged) as api:
         out = tmp_path / "out"
         api.artifact("kappa/p/model:v0").download(out)
     assert (out / "weights.bin").read_bytes() == data
