@@ -20,7 +20,7 @@ import satchel
 from satchel import Api, Artifact
 from satchel.config import RunSettings, Settings
 from satchel.sdk.client import Client
-from satchel.sdk.run_files import download_files
+from satchel.sdk.run_files_read import download_files
 from satchel.sdk.transfer import TransferClient, TransferConfig
 from satchel.server.app import create_app
 from satchel.server.deps import AppContext

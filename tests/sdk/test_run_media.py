@@ -28,8 +28,10 @@ import satchel
 from satchel.config import RunSettings, Settings
 from satchel.errors import InvalidInput, InvalidKey
 from satchel.sdk.client import Client
+from satchel.sdk.file_queue import QUEUE_FILE, FileQueue
 from satchel.sdk.media import encode_png, safe_name
-from satchel.sdk.run_files import QUEUE_FILE, FileQueue, download_files, list_files, sync_files
+from satchel.sdk.run_files import sync_files
+from satchel.sdk.run_files_read import download_files, list_files
 from satchel.sdk.sender import Sender
 from satchel.sdk.spool import Spool
 from satchel.sdk.transfer import TransferClient, TransferConfig

@@ -24,14 +24,14 @@ backoff for as long as the process lives; ``run.finish()`` waits for the queue w
 ``finish_timeout_seconds``; whatever is left is sent by ``satchel sync DIR`` (``Sender.sync``
 calls :func:`sync_files`), which re-sends only what the journal does not mark done.
 
-Reading (``Api().run(...).files()``): :func:`list_files` and :func:`download_files`.
+The queue itself is sdk/file_queue.py; big files' parts are sdk/run_file_parts.py; reading
+(``Api().run(...).files()``) is sdk/run_files_read.py.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import random
 import secrets
@@ -40,10 +40,8 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from satchel.config import RunSettings
 from satchel.errors import (
@@ -57,7 +55,7 @@ from satchel.errors import (
 )
 from satchel.sdk import run_file_parts
 from satchel.sdk.client import JSON, Client
-from satchel.sdk.hashcache import sha256_file
+from satchel.sdk.file_queue import EndFile, FileQueue, QueuedFile
 from satchel.sdk.sender import Sender, _transient
 from satchel.sdk.spool import RunInfo, Spool
 from satchel.sdk.transfer import TransferClient
@@ -65,7 +63,6 @@ from satchel.sdk.uploads import request_from_json
 from satchel.storage.base import PresignedRequest
 from satchel.storage.keys import validate_key
 
-QUEUE_FILE = "files.jsonl"
 BLOCK = 1024 * 1024
 BATCH_FILES = 100  # files per register/commit round trip
 UPLOAD_WORKERS = 4
@@ -75,126 +72,8 @@ MAX_BACKOFF = 30.0
 POLICIES = ("now", "end")
 
 
-def _api(team: str, project: str, run_id: str) -> str:
+def files_api(team: str, project: str, run_id: str) -> str:
     return f"/api/v1/teams/{team}/projects/{project}/runs/{run_id}/files"
-
-
-# ---------------------------------------------------------------------------- the queue
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedFile:
-    path: str  # inside the run
-    kind: str  # file | media
-    size: int
-    sha256: str
-    local: str  # relative to the spool directory
-    state: str = "queued"  # queued | sent | done | failed
-
-
-@dataclass(frozen=True, slots=True)
-class EndFile:
-    pattern: str  # absolute file, directory or glob pattern
-    base: str | None
-    name: str | None
-
-
-class FileQueue:
-    """``files.jsonl`` of one spool: the run's files and how far each got (thread-safe)."""
-
-    def __init__(self, spool_dir: Path) -> None:
-        self.dir = spool_dir
-        self._lock = threading.Lock()
-        self.changed = threading.Condition(self._lock)
-        self._entries: dict[str, QueuedFile] = {}
-        self.end: list[EndFile] = []
-        self.ended = False
-        self._load()
-        self._fh: Any = None  # opened at the first write: reading needs no handle
-
-    def _load(self) -> None:
-        try:
-            text = (self.dir / QUEUE_FILE).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return
-        for line in text.splitlines():
-            try:
-                self._apply(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by a crash while it was written
-
-    def _apply(self, op: dict[str, Any]) -> None:
-        kind = op["op"]
-        if kind == "add":
-            self._entries[op["path"]] = QueuedFile(
-                str(op["path"]), str(op["kind"]), int(op["size"]), str(op["sha256"]),
-                str(op["local"]))
-        elif kind == "state":
-            e = self._entries.get(op["path"])
-            if e is not None and e.sha256 == op["sha256"]:
-                self._entries[e.path] = replace(e, state=str(op["state"]))
-        elif kind == "end":
-            self.end.append(EndFile(str(op["pattern"]), op.get("base"), op.get("name")))
-        elif kind == "ended":
-            self.ended = True
-
-    def _write(self, op: dict[str, Any]) -> None:
-        if self._fh is None:
-            self._fh = open(self.dir / QUEUE_FILE, "a", encoding="utf-8")  # noqa: SIM115
-        self._fh.write(json.dumps(op, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        self._apply(op)
-        self.changed.notify_all()
-
-    def add(self, entry: QueuedFile) -> bool:
-        """Queue a file; False when the same content is already queued or sent under that
-        path."""
-        with self._lock:
-            old = self._entries.get(entry.path)
-            if old is not None and old.sha256 == entry.sha256 and old.size == entry.size \
-                    and old.state != "failed":
-                return False
-            self._write({"op": "add", **{k: v for k, v in asdict(entry).items()
-                                         if k != "state"}})
-            return True
-
-    def set_state(self, path: str, sha256: str, state: str) -> None:
-        with self._lock:
-            e = self._entries.get(path)
-            if e is not None and e.sha256 == sha256 and e.state != state:
-                self._write({"op": "state", "path": path, "sha256": sha256, "state": state})
-
-    def add_end(self, end: EndFile) -> None:
-        with self._lock:
-            self._write({"op": "end", **asdict(end)})
-
-    def mark_ended(self) -> None:
-        with self._lock:
-            if not self.ended:
-                self._write({"op": "ended"})
-
-    def pending(self, limit: int | None = None) -> list[QueuedFile]:
-        """Files not committed yet (sent ones first: they only need a commit)."""
-        with self._lock:
-            todo = [e for e in self._entries.values() if e.state in ("queued", "sent")]
-        todo.sort(key=lambda e: e.state != "sent")
-        return todo[:limit] if limit is not None else todo
-
-    def has_pending_locked(self) -> bool:
-        """Whether anything is queued or sent (the caller holds ``changed``)."""
-        return any(e.state in ("queued", "sent") for e in self._entries.values())
-
-    def entries(self) -> list[QueuedFile]:
-        with self._lock:
-            return list(self._entries.values())
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None and not self._fh.closed:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
-            self._fh = None  # a straggling write (uploader thread) opens it again
 
 
 # ---------------------------------------------------------------------------- adding files
@@ -382,7 +261,7 @@ class FileUploader:
         self.info = info
         self.queue = queue
         self.settings = settings
-        self._path = _api(info.team, info.project, info.run_id)
+        self._path = files_api(info.team, info.project, info.run_id)
         self._transfer = transfer
         self._own_transfer = transfer is None
         self._wake = threading.Event()
@@ -613,74 +492,3 @@ def sync_files(client: Client, spool: Spool, *, transfer: TransferClient | None 
     finally:
         uploader.stop()
         files.queue.close()
-
-
-# ---------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True, slots=True)
-class RunFileInfo:
-    """A committed file of a run, as ``run.files()`` lists it."""
-
-    path: str
-    kind: str  # file | media
-    size: int
-    sha256: str | None
-    created_at: datetime
-    committed_at: datetime | None
-
-
-def list_files(client: Client, team: str, project: str, run_id: str) -> list[RunFileInfo]:
-    """Every committed file of the run, ordered by path."""
-    out: list[RunFileInfo] = []
-    while True:
-        page = client.request("GET", _api(team, project, run_id),
-                              params={"limit": 1000, "offset": len(out)})
-        for f in page["files"]:
-            out.append(RunFileInfo(
-                f["path"], f["kind"], int(f["size"]), f["sha256"],
-                datetime.fromisoformat(f["created_at"]),
-                datetime.fromisoformat(f["committed_at"]) if f["committed_at"] else None))
-        if not page["files"] or len(out) >= int(page["total"]):
-            return out
-
-
-def download_files(client: Client, transfer: TransferClient, team: str, project: str,
-                   run_id: str, root: str | Path, paths: Sequence[str] | None = None
-                   ) -> list[Path]:
-    """Download committed files (all, or ``paths``) under ``root``, keeping their paths, each
-    verified against its SHA-256; returns the local paths in the order of ``paths``."""
-    root = Path(root)
-    wanted = list(paths) if paths is not None else [f.path for f in list_files(
-        client, team, project, run_id)]
-    base = root.resolve()
-    for path in wanted:
-        validate_key(path)
-        if base not in (root / path).resolve().parents:
-            raise InvalidInput(f"file {path!r} would land outside {root}")
-    url = _api(team, project, run_id) + "/download"
-    entries: dict[str, JSON] = {}
-    for start in range(0, len(wanted), 1000):
-        res = client.request("POST", url, json={"paths": wanted[start:start + 1000]})
-        entries.update((e["path"], e) for e in res["files"])
-
-    def fresh(path: str) -> PresignedRequest:
-        res = client.request("POST", url, json={"paths": [path]})
-        return request_from_json(res["files"][0])
-
-    def one(path: str) -> Path:
-        e = entries[path]
-        dest = root / path
-        transfer.get_file(request_from_json(e), dest, size=int(e["size"]),
-                          refresh=lambda: fresh(path))
-        if e["sha256"] and sha256_file(dest) != e["sha256"]:
-            dest.unlink(missing_ok=True)
-            raise ChecksumMismatch(f"{path}: downloaded bytes do not match the recorded "
-                                   "SHA-256; download again")
-        return dest
-
-    unique = list(dict.fromkeys(wanted))
-    with ThreadPoolExecutor(max(1, min(8, len(unique))), thread_name_prefix="satchel-get") \
-            as pool:
-        done = dict(zip(unique, pool.map(one, unique), strict=True))
-    return [done[p] for p in wanted]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from satchel.sdk.artifact import Api, LoggedArtifact
-    from satchel.sdk.run_files import RunFileInfo
+    from satchel.sdk.run_files_read import RunFileInfo
 
 __all__ = ["ApiRun", "ExportedFile", "LogLine", "RunExport", "RunsQuery"]
 
@@ -368,14 +368,14 @@ class ApiRun:
     def files(self) -> list[RunFileInfo]:
         """Committed files of the run: ``run.save`` files, media, and the Parquet exports
         (kind ``export``, paths ``export/*.parquet``)."""
-        from satchel.sdk.run_files import list_files
+        from satchel.sdk.run_files_read import list_files
 
         return list_files(self._api.client, self.team, self.project, self.id)
 
     def download_files(self, root: str | Path, paths: Sequence[str] | None = None
                        ) -> list[Path]:
         """Download files (all, or ``paths``) under ``root``, SHA-256 verified."""
-        from satchel.sdk.run_files import download_files
+        from satchel.sdk.run_files_read import download_files
 
         return download_files(self._api.client, self._api.transfer, self.team, self.project,
                               self.id, root, paths)

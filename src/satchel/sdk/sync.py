@@ -18,7 +18,7 @@ from pathlib import Path
 from satchel.config import RunSettings
 from satchel.errors import InvalidInput
 from satchel.sdk.client import Client
-from satchel.sdk.run_files import QUEUE_FILE, FileQueue
+from satchel.sdk.file_queue import QUEUE_FILE, FileQueue
 from satchel.sdk.sender import Sender
 from satchel.sdk.spool import RUN_FILE, Spool
 
