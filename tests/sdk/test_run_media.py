@@ -26,7 +26,8 @@ from PIL import Image as PILImage
 
 import satchel
 from satchel.config import RunSettings, Settings
-from satchel.errors import InvalidInput, InvalidKey
+from satchel.errors import InvalidInput, InvalidKey, NotFound
+from satchel.sdk import run_file_parts
 from satchel.sdk.client import Client
 from satchel.sdk.file_queue import QUEUE_FILE, FileQueue
 from satchel.sdk.media import encode_png, safe_name
@@ -422,3 +423,38 @@ def test_big_saved_files_go_up_in_parts(
     spool.close()
     assert [sorted(x["numbers"]) for x in refreshes] == [[1, 2, 3]]
     assert _bucket_files(seaweedfs, prefix, off.id) == {"late.ckpt": big.read_bytes()}
+
+
+def test_a_vanished_multipart_upload_is_retried_then_given_up(
+        live: str, olga: str, rs: RunSettings, tmp_path: Path, seaweedfs: SeaweedFS,
+        prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server answers 404 for a big file's parts when its upload was aborted (the
+    collector) or replaced: the file is registered again, at most 3 times, then failed
+    with a message; the other files go on."""
+    monkeypatch.setattr(multipart, "MULTIPART_THRESHOLD", 8 * 1024 * 1024)
+    monkeypatch.setattr(multipart, "PART_SIZE", 5 * 1024 * 1024)
+    calls: list[str] = []
+
+    def gone(client: Any, transfer: Any, files_api: str, mp: Any, local: Path) -> None:
+        calls.append(mp["upload_id"])
+        raise NotFound("no file 'big.bin' waiting for its upload")
+
+    monkeypatch.setattr(run_file_parts, "upload", gone)
+    (tmp_path / "big.bin").write_bytes(secrets.token_bytes(9 * 1024 * 1024))
+    (tmp_path / "small.txt").write_text("small")
+    run = satchel.init("omega/p", mode="offline", host=live, settings=rs)
+    run.save(tmp_path / "big.bin")
+    run.save(tmp_path / "small.txt")
+    run.finish()
+    assert run.dir is not None
+    spool = Spool.open(run.dir)
+    with Client(host=live, api_key=olga) as c:
+        sender = Sender(c, spool, rs)
+        sender.sync()
+    spool.close()
+    assert len(calls) == 3 and len(set(calls)) == 3  # a new upload each registration
+    assert "giving up on file 'big.bin'" in capsys.readouterr().err
+    states = {e.path: e.state for e in FileQueue(run.dir).entries()}
+    assert states == {"big.bin": "failed", "small.txt": "done"}
+    assert _bucket_files(seaweedfs, prefix, run.id) == {"small.txt": b"small"}

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 
 from satchel.server.deps import AppContext
 from satchel.services import multipart
-from satchel.services.artifact_uploads import _part_count
 from satchel.storage.base import Capabilities
 from tests.conftest import ADMIN_KEY
 from tests.server import test_artifacts_local as _local
@@ -128,10 +127,10 @@ def test_resume_does_not_continue_what_it_must_not(client: TestClient, world: W,
 
 def test_part_sizes_a_store_refuses_are_not_continued() -> None:
     s3 = Capabilities(min_part_size=5 * MiB, max_part_size=5 * 1024 * MiB, max_parts=10_000)
-    assert _part_count(12 * MiB, 5 * MiB, s3) == 3
-    assert _part_count(12 * MiB, 1 * MiB, s3) is None  # parts below the store's minimum
-    assert _part_count(3 * MiB, 4 * MiB, s3) == 1  # one short part is fine
-    assert _part_count(10_001 * 5 * MiB, 5 * MiB, s3) is None  # too many parts
+    assert multipart.part_count(12 * MiB, 5 * MiB, s3) == 3
+    assert multipart.part_count(12 * MiB, 1 * MiB, s3) is None  # parts below the store's minimum
+    assert multipart.part_count(3 * MiB, 4 * MiB, s3) == 1  # one short part is fine
+    assert multipart.part_count(10_001 * 5 * MiB, 5 * MiB, s3) is None  # too many parts
 
 
 def test_resume_restarts_an_upload_the_store_no_longer_has(client: TestClient, world: W,

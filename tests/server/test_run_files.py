@@ -335,13 +335,17 @@ def test_big_files_go_up_as_parts(client: TestClient, world: dict[str, dict[str,
         "big.bin"
     # Fresh URLs for some parts (an upload that outlived its URLs asks again).
     r = client.post(_base() + "/multipart/urls", headers=a, json={
-        "path": "big.bin", "upload_id": mp["upload_id"], "numbers": [2, 3]})
+        "path": "big.bin", "upload_id": mp["upload_id"], "part_size": 400, "numbers": [2, 3]})
     assert r.status_code == 200, r.text
     fresh = {p["number"]: p for p in r.json()["parts"]}
     assert sorted(fresh) == [2, 3]
     r = client.post(_base() + "/multipart/urls", headers=a, json={
-        "path": "big.bin", "upload_id": mp["upload_id"], "numbers": [8]})
+        "path": "big.bin", "upload_id": mp["upload_id"], "part_size": 400, "numbers": [8]})
     assert_error(r, 400, "invalid_input")
+    # The part size is the one the registration answered; one the store cannot take fails.
+    r = client.post(_base() + "/multipart/urls", headers=a, json={
+        "path": "big.bin", "upload_id": mp["upload_id"], "part_size": 6 * 1024**3, "numbers": [1]})
+    assert "does not fit" in assert_error(r, 400, "invalid_input")["message"]
     etags = []
     for p in mp["parts"]:
         url = fresh.get(p["number"], p)
@@ -363,7 +367,7 @@ def test_big_files_go_up_as_parts(client: TestClient, world: dict[str, dict[str,
     assert "register it again" in assert_error(r, 404, "not_found")["message"]
     # The viewer may not upload.
     r = client.post(_base() + "/multipart/urls", headers=world["vic"], json={
-        "path": "big.bin", "upload_id": mp["upload_id"], "numbers": [1]})
+        "path": "big.bin", "upload_id": mp["upload_id"], "part_size": 400, "numbers": [1]})
     assert_error(r, 403, "permission_denied")
 
 

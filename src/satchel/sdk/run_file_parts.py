@@ -28,7 +28,8 @@ def upload(client: Client, transfer: TransferClient, files_api: str, mp: JSON,
 
     def fetch(todo: list[int]) -> dict[int, PresignedRequest]:
         res = client.request("POST", files_api + "/multipart/urls", json={
-            "path": path, "upload_id": upload_id, "numbers": todo})
+            "path": path, "upload_id": upload_id, "part_size": mp["part_size"],
+            "numbers": todo})
         return {int(p["number"]): request_from_json(p) for p in res["parts"]}
 
     fresh = BatchRefresher(fetch, numbers, clock=transfer.config.clock)

@@ -371,6 +371,15 @@ class FileUploader:
             self._commit(sent)
         return True
 
+    def _retry_later(self, e: QueuedFile, why: str) -> None:
+        """Register and upload ``e`` again next round, at most MAX_ATTEMPTS times in all."""
+        key = (e.path, e.sha256)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        if self._attempts[key] >= MAX_ATTEMPTS:
+            self._fail(e, f"{why}, {MAX_ATTEMPTS} times")
+        else:
+            self.queue.set_state(e.path, e.sha256, "queued")
+
     def _fail(self, e: QueuedFile, why: str) -> None:
         print(f"satchel: giving up on file {e.path!r} of run {self.info.run_id}: {why}",
               file=sys.stderr)
@@ -416,12 +425,14 @@ class FileUploader:
             local = self.queue.dir / e.local
             try:
                 if "upload_id" in u:  # a big file: parts
-                    run_file_parts.upload(self.client, transfer, self._path, u, local)
+                    try:
+                        run_file_parts.upload(self.client, transfer, self._path, u, local)
+                    except NotFound as exc:  # the upload was aborted, or replaced meanwhile
+                        self._retry_later(e, f"its multipart upload is gone ({exc})")
+                        return None
                 else:
                     transfer.put_file(request_from_json(u), local,
                                       refresh=lambda: self._fresh_url(e))
-            except NotFound:  # the server no longer waits for these parts: register again
-                return None
             except _AlreadyThere:
                 self.queue.set_state(e.path, e.sha256, "done")
                 return None
@@ -459,15 +470,8 @@ class FileUploader:
                 if not bad & {e.path for e in todo}:
                     raise
                 for e in todo:
-                    if e.path not in bad:
-                        continue
-                    key = (e.path, e.sha256)
-                    self._attempts[key] = self._attempts.get(key, 0) + 1
-                    if self._attempts[key] >= MAX_ATTEMPTS:
-                        self._fail(e, "the bucket does not hold the uploaded bytes after "
-                                      f"{MAX_ATTEMPTS} attempts")
-                    else:  # register and upload again next round
-                        self.queue.set_state(e.path, e.sha256, "queued")
+                    if e.path in bad:
+                        self._retry_later(e, "the bucket does not hold the uploaded bytes")
                 todo = [e for e in todo if e.path not in bad]
                 continue
             for e in todo:

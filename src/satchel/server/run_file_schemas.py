@@ -67,6 +67,7 @@ class RunFilePartUrlsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: Path
     upload_id: str = Field(min_length=1, max_length=1024)
+    part_size: int = Field(ge=1, description="The part size the registration answered.")
     numbers: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(min_length=1,
                                                                   max_length=1000)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+if TYPE_CHECKING:
+    from satchel.services.files import IssuedUrl
 
 
 class Out(BaseModel):
@@ -322,6 +326,13 @@ class ArtifactPartOut(Out):
     method: str
     headers: dict[str, str]
     expires_at: datetime
+
+
+def part_urls_out(urls: Sequence[IssuedUrl]) -> list[ArtifactPartOut]:
+    """Signed part URLs (services/multipart.py: ``path`` is the part number) as the API
+    shows them; artifacts and run files alike."""
+    return [ArtifactPartOut(number=int(u.path), url=u.url, method=u.method,
+                            headers=u.headers, expires_at=u.expires_at) for u in urls]
 
 
 class ArtifactMultipartOut(Out):

@@ -29,7 +29,6 @@ from satchel.services.artifacts import CreateResult, MultipartInstructions, Uplo
 from satchel.services.authz import Principal, require_url_access
 from satchel.services.files import MAX_URLS_PER_REQUEST, FileRequest, issue_urls
 from satchel.services.storage import StorageRegistry, TeamBucket
-from satchel.storage.base import Capabilities
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +66,6 @@ def _sizes(db: Session, v: ArtifactVersion) -> dict[str, int]:
     return {s: n for s, n in db.execute(
         select(ArtifactEntry.sha256, ArtifactEntry.size).where(
             ArtifactEntry.version_id == v.id, ArtifactEntry.sha256.is_not(None))) if s}
-
-
-def _part_count(size: int, part_size: int, caps: Capabilities) -> int | None:
-    """Number of parts, or None when ``part_size`` is not valid for this object and store."""
-    count = max(1, -(-size // part_size))
-    if count > caps.max_parts or part_size > caps.max_part_size:
-        return None
-    if count > 1 and part_size < caps.min_part_size:
-        return None
-    return count
 
 
 def _upload_is_open(bucket: TeamBucket, project: Project, sha256: str, upload_id: str
@@ -140,7 +129,7 @@ def resume_pending(
     started: list[MultipartInstructions] = []
     for sha, size in sorted(big.items()):
         h = hint.multipart.get(sha)
-        count = _part_count(size, h.part_size, caps) if h is not None else None
+        count = multipart.part_count(size, h.part_size, caps) if h is not None else None
         if h is not None and count is not None and \
                 _upload_is_open(bucket, project, sha, h.upload_id):
             todo = [n for n in range(1, count + 1) if n not in h.parts_done]
@@ -185,7 +174,7 @@ def refresh_urls(
     signed: list[MultipartInstructions] = []
     for p in parts:
         size = sizes[p.sha256]
-        count = _part_count(size, p.part_size, caps)
+        count = multipart.part_count(size, p.part_size, caps)
         if count is None or not caps.multipart:
             raise InvalidInput(f"part size {p.part_size} does not fit object {p.sha256[:12]} "
                                f"of {size} bytes on this store", details={"sha256": p.sha256})

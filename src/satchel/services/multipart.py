@@ -49,6 +49,18 @@ def part_size(size: int, caps: Capabilities) -> int:
     return part
 
 
+def part_count(size: int, part: int, caps: Capabilities) -> int | None:
+    """Number of parts of ``part`` bytes for ``size``, or None when that part size is not
+    valid for this object and store (a client names the part size it was given when it asks
+    for fresh part URLs; the answer must not depend on settings that changed meanwhile)."""
+    count = max(1, -(-size // part))
+    if count > caps.max_parts or part > caps.max_part_size:
+        return None
+    if count > 1 and part < caps.min_part_size:
+        return None
+    return count
+
+
 def sign_parts(store: ScopedStore, upload: MultipartUpload, size: int, part: int,
                numbers: Iterable[int], *, expires_in: int) -> list[IssuedUrl]:
     out = []

@@ -241,20 +241,23 @@ def _pending_big_file(db: Session, who: Principal, project: Project, run_id: str
 
 
 def part_urls(db: Session, storage: StorageRegistry, who: Principal, project: Project,
-              run_id: str, path: str, upload_id: str, numbers: Sequence[int],
+              run_id: str, path: str, upload_id: str, part_size: int, numbers: Sequence[int],
               info: audit.RequestInfo, *, expires_in: int) -> list[IssuedUrl]:
-    """Fresh URLs for parts of a registered file's multipart upload (URLs expire)."""
+    """Fresh URLs for parts of a registered file's multipart upload (URLs expire);
+    ``part_size`` is the one the registration answered."""
     row = _pending_big_file(db, who, project, run_id, path)
     store = storage.team_bucket(db, project.team).store
-    part = multipart.part_size(row.size, store.capabilities)
-    count = max(1, -(-row.size // part))
+    count = multipart.part_count(row.size, part_size, store.capabilities)
+    if count is None:
+        raise InvalidInput(f"part size {part_size} does not fit {path[:200]!r} of {row.size} "
+                           "bytes on this store", details={"path": path[:200]})
     bad = [n for n in numbers if not 1 <= n <= count]
     if bad:
         raise InvalidInput(f"{path[:200]!r} has parts 1-{count}; got {bad[:5]}",
                            details={"path": path[:200]})
     key = file_key(project, run_id, path)
-    urls = multipart.sign_parts(store, store.multipart_for(key, upload_id), row.size, part,
-                                sorted(set(numbers)), expires_in=expires_in)
+    urls = multipart.sign_parts(store, store.multipart_for(key, upload_id), row.size,
+                                part_size, sorted(set(numbers)), expires_in=expires_in)
     audit.record(db, who, "run_file_presign", info, team=project.team.name,
                  project=project.name, keys=[(store.full_key(key), "PUT")])
     return urls

@@ -16,7 +16,6 @@ from satchel.server.schemas import (
     ArtifactDownloadOut,
     ArtifactEntryOut,
     ArtifactMultipartOut,
-    ArtifactPartOut,
     ArtifactUploadOut,
     ArtifactVersionDetailOut,
     ArtifactVersionOut,
@@ -28,6 +27,7 @@ from satchel.server.schemas import (
     PendingUrlsOut,
     ResumeIn,
     SetAliasIn,
+    part_urls_out,
 )
 from satchel.services import artifact_lifecycle, artifact_uploads, artifacts, projects
 
@@ -81,8 +81,7 @@ def _resume_hint(body: ResumeIn | None) -> artifact_uploads.ResumeHint | None:
 def _multipart_out(m: artifacts.MultipartInstructions) -> ArtifactMultipartOut:
     return ArtifactMultipartOut(
         sha256=m.sha256, size=m.size, upload_id=m.upload_id, part_size=m.part_size,
-        parts=[ArtifactPartOut(number=int(u.path), url=u.url, method=u.method,
-                               headers=u.headers, expires_at=u.expires_at) for u in m.parts],
+        parts=part_urls_out(m.parts),
         sequential=m.sequential)
 
 

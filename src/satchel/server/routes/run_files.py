@@ -26,9 +26,8 @@ from satchel.server.run_file_schemas import (
     RunFilePartUrlsOut,
     RunFileUploadOut,
 )
-from satchel.server.schemas import ArtifactPartOut
+from satchel.server.schemas import part_urls_out
 from satchel.services import projects, run_files
-from satchel.services.files import IssuedUrl
 
 router = APIRouter(tags=["runs"])
 BASE = "/teams/{team}/projects/{project}/runs/{run_id}/files"
@@ -49,13 +48,8 @@ def register_files(team: str, project: str, run_id: str, body: RegisterRunFilesI
         unchanged=res.unchanged,
         multipart=[RunFileMultipartOut(
             path=m.path, size=m.size, sha256=m.sha256, upload_id=m.upload_id,
-            part_size=m.part_size, parts=_parts_out(m.parts), sequential=m.sequential)
+            part_size=m.part_size, parts=part_urls_out(m.parts), sequential=m.sequential)
             for m in res.multipart])
-
-
-def _parts_out(urls: list[IssuedUrl]) -> list[ArtifactPartOut]:
-    return [ArtifactPartOut(number=int(u.path), url=u.url, method=u.method, headers=u.headers,
-                            expires_at=u.expires_at) for u in urls]
 
 
 @router.post(BASE + "/multipart", status_code=204)
@@ -74,9 +68,9 @@ def part_urls(team: str, project: str, run_id: str, body: RunFilePartUrlsIn,
     """Fresh URLs for parts of a big file's upload (presigned URLs expire)."""
     p = projects.get_project(db, who, team, project)
     urls = run_files.part_urls(db, ctx.storage, who, p, run_id, body.path, body.upload_id,
-                               body.numbers, info,
+                               body.part_size, body.numbers, info,
                                expires_in=ctx.settings.presign_expiry_seconds)
-    return RunFilePartUrlsOut(parts=_parts_out(urls))
+    return RunFilePartUrlsOut(parts=part_urls_out(urls))
 
 
 @router.post(BASE + "/commit", response_model=CommitRunFilesOut)
